@@ -1,0 +1,223 @@
+//! Membership in one process over real QUIC on loopback, with a short gossip interval.
+//! Every wait is for a condition (a view or an event), bounded by a deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_membership::{Membership, MembershipConfig, MembershipEvent, MembershipView, NodeStatus};
+use shoal_transport::{
+    ClusterCa, Environment, NodeIdentity, NodeRng, SystemClock, Transport, TransportConfig,
+    UdpSockets,
+};
+use tokio::sync::broadcast;
+use tokio::time::timeout;
+
+const GOSSIP: Duration = Duration::from_millis(100);
+const DEADLINE: Duration = Duration::from_secs(20);
+
+struct TestNode {
+    name: String,
+    transport: Transport,
+    membership: Membership,
+}
+
+async fn start(ca: &ClusterCa, name: &str, cluster: &str, seeds: &[&TestNode]) -> TestNode {
+    let cert = ca.issue(name).unwrap();
+    let identity =
+        NodeIdentity::from_pem(ca.cert_pem(), &cert.cert_pem, &cert.key_pem, &SystemClock).unwrap();
+    let env = Environment {
+        sockets: Arc::new(UdpSockets),
+        clock: Arc::new(SystemClock),
+        rng: NodeRng::from_os(),
+    };
+    let transport = Transport::bind(
+        TransportConfig::new("127.0.0.1:0".parse().unwrap()),
+        identity,
+        env,
+    )
+    .await
+    .unwrap();
+    let mut config = MembershipConfig::new(cluster, name, transport.local_addr());
+    config.gossip_interval = GOSSIP;
+    config.leave_grace = GOSSIP * 6;
+    config.seeds = seeds
+        .iter()
+        .map(|n| n.transport.local_addr().to_string())
+        .collect();
+    let membership = Membership::start(config, &transport, &SystemClock)
+        .await
+        .unwrap();
+    TestNode {
+        name: name.to_string(),
+        transport,
+        membership,
+    }
+}
+
+async fn wait_view(node: &TestNode, what: &str, pred: impl Fn(&MembershipView) -> bool) {
+    let mut rx = node.membership.watch();
+    let outcome = timeout(DEADLINE, rx.wait_for(|v| pred(v))).await;
+    assert!(
+        matches!(outcome, Ok(Ok(_))),
+        "{}: timed out waiting for {what}; view: {:#?}",
+        node.name,
+        node.membership.view()
+    );
+}
+
+async fn wait_event(
+    observer: &str,
+    rx: &mut broadcast::Receiver<MembershipEvent>,
+    what: &str,
+    pred: impl Fn(&MembershipEvent) -> bool,
+) -> MembershipEvent {
+    timeout(DEADLINE, async {
+        loop {
+            let e = rx.recv().await.unwrap();
+            if pred(&e) {
+                return e;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{observer}: no {what} event within {DEADLINE:?}"))
+}
+
+/// Starts n nodes seeded through the first and waits until all see all `up`.
+async fn cluster(ca: &ClusterCa, n: usize) -> Vec<TestNode> {
+    let first = start(ca, "n1", "test", &[]).await;
+    let mut nodes = vec![first];
+    for i in 2..=n {
+        let node = start(ca, &format!("n{i}"), "test", &[&nodes[0]]).await;
+        nodes.push(node);
+    }
+    for node in &nodes {
+        wait_view(node, &format!("{n} live members up"), |v| {
+            v.up_names().len() == n
+        })
+        .await;
+    }
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_converge() {
+    let ca = ClusterCa::generate("test").unwrap();
+    let nodes = cluster(&ca, 5).await;
+    let names: Vec<String> = (1..=5).map(|i| format!("n{i}")).collect();
+    for node in &nodes {
+        let view = node.membership.view();
+        let seen: Vec<&str> = view.members.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(seen, names, "{} sees everyone, sorted by name", node.name);
+        for m in &view.members {
+            assert!(m.live && m.status == NodeStatus::Up, "{}: {m:?}", node.name);
+            assert_eq!(m.protocol, Some(1));
+        }
+        assert_eq!(view.self_name, node.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_is_reported_failed_by_all_others() {
+    let ca = ClusterCa::generate("test").unwrap();
+    let mut nodes = cluster(&ca, 4).await;
+    let mut subs: Vec<_> = nodes[..3]
+        .iter()
+        .map(|n| (n.name.clone(), n.membership.subscribe()))
+        .collect();
+    // Kill n4: gossip stops at once, nothing is announced.
+    let victim = nodes.pop().unwrap();
+    victim.membership.shutdown().await;
+    drop(victim);
+    for (observer, rx) in &mut subs {
+        let e = wait_event(observer, rx, "Failed(n4)", |e| e.member().name == "n4").await;
+        assert!(
+            matches!(e, MembershipEvent::Failed { .. }),
+            "{observer}: first event about n4 must be Failed, got {e:?}"
+        );
+    }
+    for node in &nodes {
+        let v = node.membership.view();
+        assert!(!v.member("n4").unwrap().live);
+        assert_eq!(v.up_names().len(), 3);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_leave_is_reported_as_leaving_then_left() {
+    let ca = ClusterCa::generate("test").unwrap();
+    let nodes = cluster(&ca, 4).await;
+    let mut subs: Vec<_> = nodes[..3]
+        .iter()
+        .map(|n| (n.name.clone(), n.membership.subscribe()))
+        .collect();
+    nodes[3].membership.leave().await;
+    for (observer, rx) in &mut subs {
+        let first = wait_event(observer, rx, "event about n4", |e| e.member().name == "n4").await;
+        assert!(
+            matches!(first, MembershipEvent::Leaving { .. }),
+            "{observer}: expected Leaving first, got {first:?}"
+        );
+        let second = wait_event(observer, rx, "Left(n4)", |e| e.member().name == "n4").await;
+        assert!(
+            matches!(second, MembershipEvent::Left { .. }),
+            "{observer}: expected Left after Leaving, got {second:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_rejoins_with_a_new_generation() {
+    let ca = ClusterCa::generate("test").unwrap();
+    let mut nodes = cluster(&ca, 3).await;
+    let mut rx = nodes[0].membership.subscribe();
+    let old = nodes.pop().unwrap();
+    let old_generation = old.membership.generation();
+    old.membership.shutdown().await;
+    old.transport.shutdown().await;
+    drop(old);
+    let new = start(&ca, "n3", "test", &[&nodes[0]]).await;
+    let e = wait_event("n1", &mut rx, "Rejoined(n3)", |e| {
+        matches!(e, MembershipEvent::Rejoined { .. })
+    })
+    .await;
+    let MembershipEvent::Rejoined {
+        member,
+        previous_generation,
+    } = e
+    else {
+        unreachable!()
+    };
+    assert_eq!(member.name, "n3");
+    assert_eq!(previous_generation, old_generation);
+    assert!(member.generation > old_generation);
+    assert_eq!(member.generation, new.membership.generation());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_of_another_cluster_are_never_merged() {
+    let ca = ClusterCa::generate("test").unwrap();
+    let nodes = cluster(&ca, 3).await;
+    // Two nodes of cluster "other", both seeded with n1 (same CA: TLS lets them in, the
+    // cluster id keeps them out).
+    let x = start(&ca, "x1", "other", &[&nodes[0]]).await;
+    let y = start(&ca, "y1", "other", &[&nodes[0], &x]).await;
+    // Once x and y have found each other they have gossiped with n1 for several rounds too.
+    wait_view(&x, "x and y up together", |v| v.up_names().len() == 2).await;
+    wait_view(&y, "x and y up together", |v| v.up_names().len() == 2).await;
+    for node in &nodes {
+        let v = node.membership.view();
+        assert!(
+            v.members
+                .iter()
+                .all(|m| !m.name.starts_with('x') && !m.name.starts_with('y')),
+            "{} merged a foreign node: {v:#?}",
+            node.name
+        );
+    }
+    let v = x.membership.view();
+    assert!(
+        v.members.iter().all(|m| !m.name.starts_with('n')),
+        "x1 merged the test cluster: {v:#?}"
+    );
+}
