@@ -223,6 +223,7 @@ async fn watch_loop(
     let mut tick = tokio::time::interval(config.gossip_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tracker = EventTracker::new();
+    let mut confirmed: HashSet<ChitchatId> = HashSet::new();
     let alone = config
         .seeds
         .iter()
@@ -230,14 +231,15 @@ async fn watch_loop(
     loop {
         let view = {
             let mut c = chitchat.lock().await;
-            let view = build_view(&c, &self_id, &config.cluster_id);
+            confirmed.extend(c.live_nodes().cloned());
+            let view = build_view(&c, &self_id, &config.cluster_id, &confirmed);
             let me = view.member(&config.node_name);
             let joining = me.is_some_and(|m| m.status == NodeStatus::Joining);
             let reached = alone || view.live().any(|m| m.name != config.node_name);
             if joining && reached {
                 c.self_node_state()
                     .set(keys::STATUS, NodeStatus::Up.as_str());
-                build_view(&c, &self_id, &config.cluster_id)
+                build_view(&c, &self_id, &config.cluster_id, &confirmed)
             } else {
                 view
             }
@@ -261,10 +263,20 @@ async fn watch_loop(
     }
 }
 
-fn build_view(c: &Chitchat, self_id: &ChitchatId, cluster_id: &str) -> MembershipView {
+/// The view: every incarnation that was ever confirmed alive (a node merely heard of, whose
+/// heartbeats the failure detector has not judged yet, is not shown), newest per name.
+fn build_view(
+    c: &Chitchat,
+    self_id: &ChitchatId,
+    cluster_id: &str,
+    confirmed: &HashSet<ChitchatId>,
+) -> MembershipView {
     let live: HashSet<&ChitchatId> = c.live_nodes().collect();
     let mut by_name: BTreeMap<String, Member> = BTreeMap::new();
     for (id, state) in c.node_states() {
+        if id != self_id && !confirmed.contains(id) {
+            continue;
+        }
         let member = Member {
             name: id.node_id.to_string(),
             addr: id.gossip_advertise_addr,

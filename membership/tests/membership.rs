@@ -22,6 +22,19 @@ struct TestNode {
 }
 
 async fn start(ca: &ClusterCa, name: &str, cluster: &str, seeds: &[&TestNode]) -> TestNode {
+    let seeds = seeds
+        .iter()
+        .map(|n| n.transport.local_addr().to_string())
+        .collect();
+    start_with_seeds(ca, name, cluster, seeds).await
+}
+
+async fn start_with_seeds(
+    ca: &ClusterCa,
+    name: &str,
+    cluster: &str,
+    seeds: Vec<String>,
+) -> TestNode {
     let cert = ca.issue(name).unwrap();
     let identity =
         NodeIdentity::from_pem(ca.cert_pem(), &cert.cert_pem, &cert.key_pem, &SystemClock).unwrap();
@@ -40,10 +53,7 @@ async fn start(ca: &ClusterCa, name: &str, cluster: &str, seeds: &[&TestNode]) -
     let mut config = MembershipConfig::new(cluster, name, transport.local_addr());
     config.gossip_interval = GOSSIP;
     config.leave_grace = GOSSIP * 6;
-    config.seeds = seeds
-        .iter()
-        .map(|n| n.transport.local_addr().to_string())
-        .collect();
+    config.seeds = seeds;
     let membership = Membership::start(config, &transport, &SystemClock)
         .await
         .unwrap();
@@ -220,4 +230,15 @@ async fn nodes_of_another_cluster_are_never_merged() {
         v.members.iter().all(|m| !m.name.starts_with('n')),
         "x1 merged the test cluster: {v:#?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_given_as_host_and_port_is_resolved() {
+    let ca = ClusterCa::generate("test").unwrap();
+    let n1 = start(&ca, "n1", "test", &[]).await;
+    let port = n1.transport.local_addr().port();
+    let n2 = start_with_seeds(&ca, "n2", "test", vec![format!("localhost:{port}")]).await;
+    for node in [&n1, &n2] {
+        wait_view(node, "2 members up", |v| v.up_names().len() == 2).await;
+    }
 }

@@ -365,9 +365,9 @@ impl Transport {
         let socket = env
             .sockets
             .bind(config.listen)
-            .map_err(|source| TransportError::Bind {
+            .map_err(|cause| TransportError::Bind {
                 addr: config.listen,
-                source,
+                cause,
             })?;
         let reset_key = ring::hmac::Key::new(
             ring::hmac::HMAC_SHA256,

@@ -9,11 +9,10 @@ use crate::frame::{FrameError, RemoteError};
 /// Failure to start the transport.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    #[error("cannot bind UDP {addr}: {source} (is another process using the port?)")]
+    #[error("cannot bind UDP {addr}: {cause} (is another process using the port?)")]
     Bind {
         addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),

@@ -33,11 +33,10 @@ pub enum IdentityError {
     #[error("{path} not found: {hint}")]
     Missing { path: PathBuf, hint: String },
     /// A file that exists could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A file holds no usable PEM certificate or key.
     #[error("{path}: {reason}")]
@@ -404,15 +403,15 @@ impl CertDir {
 }
 
 fn create_dir(dir: &Path) -> Result<(), IdentityError> {
-    fs::create_dir_all(dir).map_err(|source| IdentityError::Io {
+    fs::create_dir_all(dir).map_err(|cause| IdentityError::Io {
         path: dir.to_path_buf(),
-        source,
+        cause,
     })
 }
 
 fn read_file(path: &Path, hint: &str) -> Result<String, IdentityError> {
-    fs::read_to_string(path).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
+    fs::read_to_string(path).map_err(|cause| {
+        if cause.kind() == std::io::ErrorKind::NotFound {
             IdentityError::Missing {
                 path: path.to_path_buf(),
                 hint: hint.to_string(),
@@ -420,16 +419,16 @@ fn read_file(path: &Path, hint: &str) -> Result<String, IdentityError> {
         } else {
             IdentityError::Io {
                 path: path.to_path_buf(),
-                source,
+                cause,
             }
         }
     })
 }
 
 fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), IdentityError> {
-    let io_err = |source| IdentityError::Io {
+    let io_err = |cause| IdentityError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);

@@ -1,0 +1,128 @@
+//! The `shoal` command line.
+
+mod certs;
+mod demo;
+mod node;
+mod status;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::logging::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "shoal",
+    version,
+    about = "Shoal: a peer-to-peer actor mesh over QUIC",
+    long_about = "Shoal: a peer-to-peer actor mesh over QUIC.\n\n\
+        Nodes join a cluster by gossip through seed addresses, authenticate each other with \
+        certificates from one cluster CA, and report membership over HTTP.",
+    after_help = "Examples:\n  \
+        shoal demo\n  \
+        shoal certs init --dir ./certs\n  \
+        shoal certs issue --dir ./certs --name n1\n  \
+        shoal node --name n1 --listen 127.0.0.1:7101 --certs ./certs --http 127.0.0.1:8101\n  \
+        shoal node --name n2 --listen 127.0.0.1:7102 --seeds 127.0.0.1:7101 --certs ./certs --http 127.0.0.1:8102\n  \
+        shoal status --http 127.0.0.1:8101"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node until SIGINT or SIGTERM (which make it leave the cluster gracefully).
+    Node(NodeArgs),
+    /// Create the cluster CA and issue node certificates.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+    /// Show a node's view of the cluster.
+    Status(StatusArgs),
+    /// Run a local 3-node cluster and show membership at work: convergence, failure
+    /// detection, rejoin. Needs nothing but this binary.
+    Demo,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    shoal node --name n1 --listen 127.0.0.1:7101 --certs ./certs --http 127.0.0.1:8101\n  \
+    shoal node --name n2 --listen 0.0.0.0:7100 --advertise 10.0.0.2:7100 --seeds 10.0.0.1:7100,shoal-0.shoal:7100 --certs /etc/shoal")]
+pub struct NodeArgs {
+    /// Node name: a DNS-style name (letters, digits, '-'), the SAN of the node's certificate.
+    #[arg(long)]
+    pub name: String,
+    /// UDP address for QUIC (gossip and messages), e.g. 127.0.0.1:7101 or 0.0.0.0:7100.
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// Address other nodes use to reach this one, if not --listen (required with 0.0.0.0).
+    #[arg(long)]
+    pub advertise: Option<SocketAddr>,
+    /// Nodes to join through, comma-separated IP:PORT or HOST:PORT. Omit on the first node.
+    #[arg(long, value_delimiter = ',')]
+    pub seeds: Vec<String>,
+    /// Directory with ca.pem, NAME.pem and NAME.key (see `shoal certs`).
+    #[arg(long)]
+    pub certs: PathBuf,
+    /// Cluster id: nodes with different ids never merge.
+    #[arg(long, default_value = "shoal")]
+    pub cluster_id: String,
+    /// HTTP address for the admin API (/cluster, /health), e.g. 127.0.0.1:8101.
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
+    /// Time between gossip rounds.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub gossip_interval: Duration,
+    /// Failure-detector threshold: higher means slower detection and fewer false alarms.
+    #[arg(long, default_value_t = 8.0)]
+    pub phi_threshold: f64,
+    /// Log format on stderr. RUST_LOG filters (default: info).
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Create a cluster CA: DIR/ca.pem and DIR/ca.key (mode 0600).
+    Init {
+        /// Directory to create the CA in.
+        #[arg(long)]
+        dir: PathBuf,
+        /// A label for the CA's common name.
+        #[arg(long, default_value = "shoal")]
+        label: String,
+    },
+    /// Issue a node certificate signed by the CA: DIR/NAME.pem and DIR/NAME.key (mode 0600).
+    Issue {
+        /// Directory holding the CA.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Node name (the certificate's SAN).
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// HTTP admin address of any node.
+    #[arg(long)]
+    pub http: SocketAddr,
+    /// Print the JSON document instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs a parsed command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Node(args) => node::run(args).await,
+        Command::Certs(cmd) => certs::run(cmd),
+        Command::Status(args) => status::run(args).await,
+        Command::Demo => demo::run().await,
+    }
+}

@@ -1,0 +1,121 @@
+//! A running Shoal node: its transport and its membership, started and stopped together.
+
+use std::sync::Arc;
+
+use shoal_membership::{Membership, MembershipConfig, MembershipError, MembershipView};
+use shoal_transport::{Environment, NodeIdentity, Transport, TransportConfig, TransportError};
+use tracing::info;
+
+use crate::config::NodeConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error(transparent)]
+    Membership(#[from] MembershipError),
+}
+
+/// A node. Cheap to clone; every clone is the same node.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: NodeConfig,
+    transport: Transport,
+    membership: Membership,
+    env: Environment,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.inner.config.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Binds the endpoint and joins the cluster through the seeds.
+    pub async fn start(
+        config: NodeConfig,
+        identity: NodeIdentity,
+        env: Environment,
+    ) -> Result<Self, NodeError> {
+        if identity.name() != config.name {
+            return Err(NodeError::Config(format!(
+                "the certificate is issued to {:?}, not to {:?}",
+                identity.name(),
+                config.name
+            )));
+        }
+        let advertise = config.advertise_addr().map_err(NodeError::Config)?;
+        let mut tc = TransportConfig::new(config.listen);
+        tc.max_frame_size = config.max_frame_size;
+        let transport = Transport::bind(tc, identity, env.clone()).await?;
+        // With port 0 the real port is only known now.
+        let advertise = if advertise.port() == 0 {
+            std::net::SocketAddr::new(advertise.ip(), transport.local_addr().port())
+        } else {
+            advertise
+        };
+        let mut mc =
+            MembershipConfig::new(config.cluster_id.clone(), config.name.clone(), advertise);
+        mc.seeds = config.seeds.clone();
+        mc.gossip_interval = config.gossip_interval;
+        mc.failure_detector = config.failure_detector.clone();
+        mc.leave_grace = config.leave_grace;
+        let membership = Membership::start(mc, &transport, env.clock.as_ref()).await?;
+        info!(node = %config.name, listen = %transport.local_addr(), %advertise, "node started");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                transport,
+                membership,
+                env,
+            }),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.config.name
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.inner.config
+    }
+
+    pub fn transport(&self) -> &Transport {
+        &self.inner.transport
+    }
+
+    pub fn membership(&self) -> &Membership {
+        &self.inner.membership
+    }
+
+    pub fn environment(&self) -> &Environment {
+        &self.inner.env
+    }
+
+    /// The current membership view.
+    pub fn view(&self) -> MembershipView {
+        self.inner.membership.view()
+    }
+
+    /// Graceful stop: announce `leaving`, let the cluster see it, close every connection.
+    pub async fn leave(&self) {
+        self.inner.membership.leave().await;
+        self.inner.transport.shutdown().await;
+        info!(node = %self.name(), "node stopped");
+    }
+
+    /// Immediate stop without announcement (the others will report this node failed).
+    pub async fn stop(&self) {
+        self.inner.membership.shutdown().await;
+        self.inner.transport.shutdown().await;
+    }
+}

@@ -1,0 +1,133 @@
+//! Real `shoal node` processes on loopback: real sockets, real signals. What the simulator
+//! cannot cover. Every wait polls `/cluster` (or a log) for a condition, with a deadline.
+
+use std::time::Duration;
+
+use shoal::local_cluster::LocalCluster;
+use shoal_transport::CertDir;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn cluster() -> LocalCluster {
+    let mut c = LocalCluster::in_temp_dir(env!("CARGO_BIN_EXE_shoal")).unwrap();
+    c.set_gossip_interval(Duration::from_millis(200));
+    c
+}
+
+async fn wait_log(c: &LocalCluster, node: &str, needle: &str) {
+    let path = c.node(node).unwrap().log.clone();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if text.contains(needle) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{node}'s log never contained {needle:?}; log:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_converge_detect_a_kill_and_see_a_graceful_leave() {
+    let mut c = cluster();
+    c.add_node("n1", &[]).unwrap();
+    c.add_node("n2", &["n1"]).unwrap();
+    c.add_node("n3", &["n1"]).unwrap();
+    for n in ["n1", "n2", "n3"] {
+        c.start(n).unwrap();
+    }
+    for n in ["n1", "n2", "n3"] {
+        let info = c
+            .wait_for(n, DEADLINE, "seeing 3 members up", |i| i.up().len() == 3)
+            .await
+            .unwrap();
+        assert_eq!(info.self_name, n);
+        assert_eq!(info.cluster_id, "shoal");
+        let names: Vec<&str> = info.members.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["n1", "n2", "n3"]);
+        for m in &info.members {
+            assert!(m.generation > 0);
+            assert_eq!(m.addr, c.node(&m.name).unwrap().listen.to_string());
+        }
+    }
+
+    // SIGKILL n3: the others detect it; its status stays `up` (it never said goodbye).
+    c.kill("n3").await.unwrap();
+    for n in ["n1", "n2"] {
+        let info = c
+            .wait_for(n, DEADLINE, "seeing n3 failed", |i| {
+                i.member("n3").is_some_and(|m| !m.live)
+            })
+            .await
+            .unwrap();
+        assert_eq!(info.member("n3").unwrap().status, "up");
+    }
+    wait_log(&c, "n1", "member failed").await;
+
+    // SIGTERM n2: it leaves gracefully and exits 0; n1 sees `leaving`, then not live.
+    let status = c.terminate("n2", DEADLINE).await.unwrap();
+    assert!(
+        status.success(),
+        "SIGTERM must end in a clean exit: {status}"
+    );
+    let info = c
+        .wait_for("n1", DEADLINE, "seeing n2 gone", |i| {
+            i.member("n2").is_some_and(|m| !m.live)
+        })
+        .await
+        .unwrap();
+    assert_eq!(info.member("n2").unwrap().status, "leaving");
+    wait_log(&c, "n1", "member left").await;
+    let log = std::fs::read_to_string(&c.node("n2").unwrap().log).unwrap();
+    assert!(log.contains("leaving the cluster"), "n2 log:\n{log}");
+    c.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_a_foreign_ca_never_appears() {
+    let mut c = cluster();
+    c.add_node("n1", &[]).unwrap();
+    c.add_node("n2", &["n1"]).unwrap();
+    c.start("n1").unwrap();
+    c.start("n2").unwrap();
+    for n in ["n1", "n2"] {
+        c.wait_for(n, DEADLINE, "seeing 2 members up", |i| i.up().len() == 2)
+            .await
+            .unwrap();
+    }
+    let foreign = CertDir::new(c.root().join("foreign-certs"));
+    foreign.init_ca("foreign").unwrap();
+    foreign.issue("intruder").unwrap();
+    c.add_node_with(
+        "intruder",
+        &["n1"],
+        foreign.path().to_path_buf(),
+        "shoal".into(),
+    )
+    .unwrap();
+    c.start("intruder").unwrap();
+    // The intruder runs (its API answers) and n1 refuses its handshakes.
+    c.wait_for("intruder", DEADLINE, "answering", |_| true)
+        .await
+        .unwrap();
+    wait_log(&c, "n1", "refused a connection").await;
+    for n in ["n1", "n2"] {
+        let info = c.cluster_info(n).await.unwrap();
+        assert!(
+            info.member("intruder").is_none(),
+            "{n} let the intruder in: {info:?}"
+        );
+        assert_eq!(info.up().len(), 2);
+    }
+    let info = c.cluster_info("intruder").await.unwrap();
+    assert_eq!(
+        info.members.len(),
+        1,
+        "the intruder sees only itself: {info:?}"
+    );
+    assert_eq!(info.members[0].status, "joining");
+    c.stop_all().await;
+}
