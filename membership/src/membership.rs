@@ -244,10 +244,8 @@ async fn watch_loop(
                 view
             }
         };
-        for event in tracker.update(&view) {
-            log_event(&event, &config.node_name);
-            let _ = events.send(event);
-        }
+        let new_events = tracker.update(&view);
+        // The view first, so that whoever reacts to an event reads a view that includes it.
         view_tx.send_if_modified(|current| {
             if *current != view {
                 *current = view;
@@ -256,6 +254,10 @@ async fn watch_loop(
                 false
             }
         });
+        for event in new_events {
+            log_event(&event, &config.node_name);
+            let _ = events.send(event);
+        }
         tokio::select! {
             changed = live_rx.changed() => if changed.is_err() { return },
             _ = tick.tick() => {}
