@@ -14,19 +14,37 @@ use chitchat::ChitchatMessage;
 use chitchat::transport::{Socket, Transport};
 use tracing::{debug, warn};
 
-pub(crate) struct ClusterGuard<T> {
-    pub(crate) inner: T,
-    pub(crate) cluster_id: String,
+/// A chitchat transport that hands out one already opened, guarded socket.
+pub(crate) struct ClusterGuard {
+    socket: std::sync::Mutex<Option<Box<dyn Socket>>>,
+}
+
+impl ClusterGuard {
+    /// Opens `inner`'s socket now and wraps it.
+    pub(crate) async fn open(
+        inner: &dyn Transport,
+        listen_addr: SocketAddr,
+        cluster_id: String,
+    ) -> anyhow::Result<Self> {
+        let socket = GuardedSocket {
+            inner: inner.open(listen_addr).await?,
+            cluster_id,
+            warned: HashSet::new(),
+        };
+        Ok(Self {
+            socket: std::sync::Mutex::new(Some(Box::new(socket))),
+        })
+    }
 }
 
 #[async_trait]
-impl<T: Transport> Transport for ClusterGuard<T> {
-    async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
-        Ok(Box::new(GuardedSocket {
-            inner: self.inner.open(listen_addr).await?,
-            cluster_id: self.cluster_id.clone(),
-            warned: HashSet::new(),
-        }))
+impl Transport for ClusterGuard {
+    async fn open(&self, _listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
+        self.socket
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("gossip socket already taken"))
     }
 }
 

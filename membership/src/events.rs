@@ -8,7 +8,7 @@
 //! - `Up` / `Leaving`: the node published that status;
 //! - `Failed`: a node that was not leaving stopped being live;
 //! - `Left`: a node that announced `leaving` stopped being live;
-//! - `Rejoined`: the name came back with a newer generation (a restart); the old incarnation
+//! - `Rejoined`: the name came back as another generation (a restart); the old incarnation
 //!   is void;
 //! - `Recovered`: a node reported failed is live again in the same generation (the failure
 //!   detector was wrong, or a partition healed).
@@ -119,9 +119,9 @@ impl EventTracker {
                         },
                     );
                 }
-                Some(k) if m.generation > k.generation => {
-                    // A newer incarnation. Report it once it is alive; until then the old
-                    // incarnation's state stands.
+                Some(k) if m.generation != k.generation => {
+                    // Another incarnation (normally newer; older if the node's clock stepped
+                    // back). Report it once it is alive; until then the old one stands.
                     if m.live {
                         events.push(MembershipEvent::Rejoined {
                             member: m.clone(),
@@ -136,7 +136,6 @@ impl EventTracker {
                         };
                     }
                 }
-                Some(k) if m.generation < k.generation => {}
                 Some(k) => {
                     if !k.announced {
                         if m.live {
@@ -247,8 +246,13 @@ mod tests {
             ["left"]
         );
         assert!(t.update(&view(vec![m("b", 2, Leaving, false)])).is_empty());
-        // An old generation showing up again is ignored.
-        assert!(t.update(&view(vec![m("b", 1, Up, true)])).is_empty());
+        // A dead older incarnation showing up is ignored; a live one is a restart whose
+        // clock stepped back.
+        assert!(t.update(&view(vec![m("b", 1, Up, false)])).is_empty());
+        assert_eq!(
+            kinds(&t.update(&view(vec![m("b", 1, Up, true)]))),
+            ["rejoined", "up"]
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! about ownership. A node starts `joining` and publishes `up` once it has reached the
 //! cluster (it sees a live peer) or when it has no seed but itself (the first node).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,6 +73,17 @@ impl Membership {
                 certificate: transport.name().to_string(),
             });
         }
+        Self::start_with_gossip(config, &transport.gossip(), clock).await
+    }
+
+    /// Starts gossiping over any chitchat transport. Production uses [`Membership::start`]
+    /// (gossip over the node's QUIC endpoint); the simulator's membership-only mode passes
+    /// simulated datagrams to study large clusters without QUIC.
+    pub async fn start_with_gossip(
+        config: MembershipConfig,
+        gossip: &dyn chitchat::transport::Transport,
+        clock: &dyn Clock,
+    ) -> Result<Self, MembershipError> {
         for seed in &config.seeds {
             validate_seed(seed).map_err(MembershipError::BadSeed)?;
         }
@@ -107,20 +118,19 @@ impl Membership {
             initial.push((keys::DATA_ADDR.to_string(), data.to_string()));
         }
         initial.extend(config.extra_keys.iter().cloned());
-        let guard = ClusterGuard {
-            inner: transport.gossip(),
-            cluster_id: config.cluster_id.clone(),
-        };
+        let guard = ClusterGuard::open(gossip, config.advertise_addr, config.cluster_id.clone())
+            .await
+            .map_err(MembershipError::Gossip)?;
         let handle = chitchat::spawn_chitchat(chitchat_config, initial, &guard)
             .await
             .map_err(MembershipError::Gossip)?;
         let chitchat = handle.chitchat();
-        let empty = MembershipView {
-            cluster_id: config.cluster_id.clone(),
-            self_name: config.node_name.clone(),
-            members: Vec::new(),
+        // From the first moment, the view holds this node itself.
+        let first = {
+            let c = chitchat.lock().await;
+            build_view(&c, &self_id, &config.cluster_id, &HashMap::new())
         };
-        let (view_tx, view) = watch::channel(empty);
+        let (view_tx, view) = watch::channel(first);
         let (events, _) = broadcast::channel(1024);
         let watcher = tokio::spawn(watch_loop(
             chitchat.clone(),
@@ -223,7 +233,9 @@ async fn watch_loop(
     let mut tick = tokio::time::interval(config.gossip_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tracker = EventTracker::new();
-    let mut confirmed: HashSet<ChitchatId> = HashSet::new();
+    // When each incarnation was last seen live (a round counter).
+    let mut last_live: HashMap<ChitchatId, u64> = HashMap::new();
+    let mut round: u64 = 0;
     let alone = config
         .seeds
         .iter()
@@ -231,15 +243,18 @@ async fn watch_loop(
     loop {
         let view = {
             let mut c = chitchat.lock().await;
-            confirmed.extend(c.live_nodes().cloned());
-            let view = build_view(&c, &self_id, &config.cluster_id, &confirmed);
+            round += 1;
+            for id in c.live_nodes() {
+                last_live.insert(id.clone(), round);
+            }
+            let view = build_view(&c, &self_id, &config.cluster_id, &last_live);
             let me = view.member(&config.node_name);
             let joining = me.is_some_and(|m| m.status == NodeStatus::Joining);
             let reached = alone || view.live().any(|m| m.name != config.node_name);
             if joining && reached {
                 c.self_node_state()
                     .set(keys::STATUS, NodeStatus::Up.as_str());
-                build_view(&c, &self_id, &config.cluster_id, &confirmed)
+                build_view(&c, &self_id, &config.cluster_id, &last_live)
             } else {
                 view
             }
@@ -266,19 +281,28 @@ async fn watch_loop(
 }
 
 /// The view: every incarnation that was ever confirmed alive (a node merely heard of, whose
-/// heartbeats the failure detector has not judged yet, is not shown), newest per name.
+/// heartbeats the failure detector has not judged yet, is not shown), one per name: a live
+/// incarnation if there is one, else the one live most recently. Generations are not trusted
+/// to grow: they come from wall clocks, which can step back between restarts.
 fn build_view(
     c: &Chitchat,
     self_id: &ChitchatId,
     cluster_id: &str,
-    confirmed: &HashSet<ChitchatId>,
+    last_live: &HashMap<ChitchatId, u64>,
 ) -> MembershipView {
     let live: HashSet<&ChitchatId> = c.live_nodes().collect();
-    let mut by_name: BTreeMap<String, Member> = BTreeMap::new();
+    // name -> (rank, member); higher rank wins.
+    let mut by_name: BTreeMap<String, ((bool, u64, u64), Member)> = BTreeMap::new();
     for (id, state) in c.node_states() {
-        if id != self_id && !confirmed.contains(id) {
-            continue;
-        }
+        let is_live = id == self_id || live.contains(id);
+        let seen = if id == self_id {
+            u64::MAX
+        } else {
+            match last_live.get(id) {
+                Some(tick) => *tick,
+                None => continue,
+            }
+        };
         let member = Member {
             name: id.node_id.to_string(),
             addr: id.gossip_advertise_addr,
@@ -287,21 +311,22 @@ fn build_view(
                 .get(keys::STATUS)
                 .map(NodeStatus::parse)
                 .unwrap_or(NodeStatus::Joining),
-            live: id == self_id || live.contains(id),
+            live: is_live,
             protocol: state.get(keys::PROTOCOL).and_then(|v| v.parse().ok()),
             data_addr: state.get(keys::DATA_ADDR).and_then(|v| v.parse().ok()),
         };
+        let rank = (is_live, seen, id.generation_id);
         match by_name.get(&member.name) {
-            Some(existing) if existing.generation >= member.generation => {}
+            Some((best, _)) if *best >= rank => {}
             _ => {
-                by_name.insert(member.name.clone(), member);
+                by_name.insert(member.name.clone(), (rank, member));
             }
         }
     }
     MembershipView {
         cluster_id: cluster_id.to_string(),
         self_name: self_id.node_id.to_string(),
-        members: by_name.into_values().collect(),
+        members: by_name.into_values().map(|(_, m)| m).collect(),
     }
 }
 

@@ -1,0 +1,553 @@
+//! Runs one seed: a fresh thread, a single-threaded tokio runtime on paused time with no I/O
+//! driver, the scenario's plan, then the heal phase and the verdict.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use shoal_transport::NodeRng;
+use tokio::time::Instant;
+
+use crate::certs::SimCerts;
+use crate::checker::{Detection, MembershipChecker, Violation, agreement};
+use crate::cluster::{NodeSettings, Observed, SimCluster};
+use crate::net::{LinkFaults, Net, NetConfig};
+use crate::scenario::{Action, Params, Step};
+use crate::trace::Trace;
+use crate::{determinism, scenarios, trace_event};
+
+/// A bug planted on purpose, to show that the checkers catch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Bug {
+    /// The failure detector never declares anyone dead.
+    NoFailureDetection,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub scenario: String,
+    pub seed: u64,
+    pub nodes: Option<usize>,
+    pub duration: Option<Duration>,
+    pub trace: Option<PathBuf>,
+    /// Keep the trace lines in the report (tests).
+    pub keep_trace: bool,
+    /// Trace every datagram, not only drops.
+    pub trace_packets: bool,
+    pub bug: Option<Bug>,
+    pub settings: NodeSettings,
+}
+
+impl RunOptions {
+    pub fn new(scenario: &str, seed: u64) -> Self {
+        Self {
+            scenario: scenario.to_string(),
+            seed,
+            nodes: None,
+            duration: None,
+            trace: None,
+            keep_trace: false,
+            trace_packets: true,
+            bug: None,
+            settings: NodeSettings::default(),
+        }
+    }
+}
+
+/// What a run found.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub scenario: String,
+    pub seed: u64,
+    pub nodes: usize,
+    pub duration: Duration,
+    pub violations: Vec<Violation>,
+    /// Seconds from the last initial start until every node agreed, if it happened before
+    /// the first fault.
+    pub convergence: Option<f64>,
+    pub detections: Vec<Detection>,
+    /// Seconds from the heal until every node agreed.
+    pub heal_agreement: Option<f64>,
+    pub heal_deadline: f64,
+    pub simulated_secs: f64,
+    pub wall_secs: f64,
+    pub packets_per_node_sec: f64,
+    pub bytes_per_node_sec: f64,
+    pub trace_hash: String,
+    pub trace_lines: u64,
+    pub trace: Vec<String>,
+    pub tokio_seeded: bool,
+    pub interposer: bool,
+}
+
+impl RunReport {
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// How long after healing the cluster may take to agree: failure detection of dead
+/// incarnations, QUIC connections timing out and redialing after the partition, and enough
+/// gossip rounds to spread the news.
+pub fn heal_deadline(s: &NodeSettings, nodes: usize) -> Duration {
+    let g = s.gossip_interval.as_secs_f64();
+    let phi = if s.phi_threshold.is_finite() {
+        s.phi_threshold
+    } else {
+        8.0
+    };
+    let rounds = (nodes.max(2) as f64).log(3.0).ceil() + 2.0;
+    let detect = phi * g * 2.0;
+    let reconnect = 10.0 + 5.0; // idle timeout + backoff cap of the transport
+    Duration::from_secs_f64(detect + reconnect + rounds * g * 4.0 + 10.0)
+}
+
+/// A node down longer than this must have been reported failed by every observer that saw
+/// it live: the failure detector's threshold times a generous heartbeat interval, plus the
+/// gossip round in which liveness is recomputed.
+pub fn detection_deadline(s: &NodeSettings) -> f64 {
+    let phi = if s.phi_threshold.is_finite() {
+        s.phi_threshold
+    } else {
+        8.0
+    };
+    phi * s.gossip_interval.as_secs_f64() * 2.0 + 5.0
+}
+
+/// After this long without a network fault, no running node may be reported failed.
+pub fn quiet_window(s: &NodeSettings) -> f64 {
+    let phi = if s.phi_threshold.is_finite() {
+        s.phi_threshold
+    } else {
+        8.0
+    };
+    10.0 + 5.0 + phi * s.gossip_interval.as_secs_f64() * 2.0 + 5.0
+}
+
+/// Runs `opts` on a fresh thread with its own runtime.
+pub fn run(opts: RunOptions) -> anyhow::Result<RunReport> {
+    std::thread::Builder::new()
+        .name(format!("sim-seed-{}", opts.seed))
+        .spawn(move || {
+            determinism::reseed(opts.seed);
+            let mut builder = tokio::runtime::Builder::new_current_thread();
+            builder.enable_time().start_paused(true);
+            #[cfg(tokio_unstable)]
+            builder.rng_seed(tokio::runtime::RngSeed::from_bytes(
+                &opts.seed.to_le_bytes(),
+            ));
+            let runtime = builder.build()?;
+            let wall = std::time::Instant::now();
+            let mut report = runtime.block_on(simulate(opts))?;
+            report.wall_secs = wall.elapsed().as_secs_f64();
+            drop(runtime);
+            Ok(report)
+        })?
+        .join()
+        .map_err(|_| anyhow::anyhow!("the simulation thread panicked"))?
+}
+
+struct World {
+    cluster: SimCluster,
+    checker: MembershipChecker,
+    trace: Trace,
+    net: Net,
+    start: Instant,
+    last_network_fault: Option<f64>,
+    /// Starts that failed (the address still held by a leaving incarnation), retried later.
+    retry_starts: Vec<(Instant, usize)>,
+}
+
+impl World {
+    fn secs(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    fn note_faults(&mut self) {
+        if self.net.has_faults() {
+            self.last_network_fault = Some(self.secs());
+        }
+    }
+
+    fn on_event(&mut self, ev: Observed) {
+        self.note_faults();
+        let at = (ev.at - self.start).as_secs_f64();
+        let m = ev.event.member();
+        trace_event!(
+            self.trace,
+            &ev.observer,
+            "member",
+            "{} {} generation={} status={} live={}",
+            ev.event.kind(),
+            m.name,
+            m.generation,
+            m.status,
+            m.live
+        );
+        self.checker.on_event(
+            at,
+            &ev.observer,
+            &ev.event,
+            &self.cluster,
+            self.last_network_fault,
+        );
+    }
+
+    fn views(&self) -> Vec<(String, shoal::membership::MembershipView)> {
+        self.cluster
+            .running()
+            .filter_map(|n| Some((n.name.clone(), n.node.as_ref()?.view())))
+            .collect()
+    }
+
+    fn sample(&mut self) -> Result<(), String> {
+        self.note_faults();
+        let views = self.views();
+        let at = self.secs();
+        self.checker.on_sample(at, &views, &self.cluster);
+        agreement(&views, &self.cluster)
+    }
+
+    async fn retry_due_starts(&mut self) -> anyhow::Result<()> {
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retry_starts)
+            .into_iter()
+            .partition(|(at, _)| *at <= now);
+        self.retry_starts = later;
+        for (_, i) in due {
+            if !self.cluster.nodes[i].is_running() {
+                self.apply(&Step {
+                    at: Duration::ZERO,
+                    action: Action::Start(i),
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply(&mut self, step: &Step) -> anyhow::Result<()> {
+        let at = self.secs();
+        trace_event!(self.trace, "-", "step", "{:?}", step.action);
+        match &step.action {
+            Action::Start(i) => {
+                if let Err(e) = self.cluster.start(*i).await {
+                    let name = &self.cluster.nodes[*i].name;
+                    trace_event!(self.trace, name, "node.start-failed", "{e}; retrying in 1s");
+                    self.retry_starts
+                        .push((Instant::now() + Duration::from_secs(1), *i));
+                    return Ok(());
+                }
+                let n = &self.cluster.nodes[*i];
+                if let Some(g) = n.generation {
+                    let name = n.name.clone();
+                    self.checker.started(&name, g);
+                }
+            }
+            Action::Crash(i) => {
+                let i = *i;
+                if let Some(generation) = self.cluster.nodes[i]
+                    .generation
+                    .filter(|_| self.cluster.nodes[i].is_running())
+                {
+                    let name = self.cluster.nodes[i].name.clone();
+                    // Expected to notice: running nodes that currently see it live.
+                    let observers: BTreeMap<String, u64> = self
+                        .views()
+                        .into_iter()
+                        .filter(|(o, v)| {
+                            *o != name
+                                && v.member(&name)
+                                    .is_some_and(|m| m.live && m.generation == generation)
+                        })
+                        .filter_map(|(o, _)| {
+                            let g = self
+                                .cluster
+                                .nodes
+                                .iter()
+                                .find(|n| n.name == o)?
+                                .generation?;
+                            Some((o, g))
+                        })
+                        .collect();
+                    self.cluster.crash(i);
+                    self.checker.observer_gone(&name);
+                    self.checker.crashed(at, &name, generation, observers);
+                }
+            }
+            Action::Leave(i) => {
+                self.cluster.leave(*i);
+                let name = self.cluster.nodes[*i].name.clone();
+                self.checker.observer_gone(&name);
+            }
+            Action::Partition(groups) => {
+                let ips: Vec<Vec<_>> = groups
+                    .iter()
+                    .map(|g| g.iter().map(|&i| self.cluster.ip(i)).collect())
+                    .collect();
+                self.net.partition(&ips);
+            }
+            Action::OneWay { from, to } => {
+                let from: Vec<_> = from.iter().map(|&i| self.cluster.ip(i)).collect();
+                let to: Vec<_> = to.iter().map(|&i| self.cluster.ip(i)).collect();
+                self.net.block_one_way(&from, &to);
+            }
+            Action::Network(faults) => {
+                let faults = faults.clone();
+                self.net.update_global(|g| {
+                    let blocked = g.blocked;
+                    *g = LinkFaults { blocked, ..faults };
+                });
+            }
+            Action::Clog { node, on } => {
+                let me = self.cluster.ip(*node);
+                for j in 0..self.cluster.nodes.len() {
+                    let other = self.cluster.ip(j);
+                    if other != me {
+                        self.net.update_link(me, other, |l| l.clogged = *on);
+                        self.net.update_link(other, me, |l| l.clogged = *on);
+                    }
+                }
+            }
+            Action::ClockOffset { node, ms } => self.cluster.set_clock_offset(*node, *ms),
+            Action::Heal => {
+                self.net.heal();
+                self.last_network_fault = Some(at);
+            }
+        }
+        self.note_faults();
+        Ok(())
+    }
+}
+
+/// When the cluster's first formation is complete: the last start before anything else
+/// happens.
+fn formation_end(plan: &[Step]) -> Option<Duration> {
+    let mut last = None;
+    for s in plan {
+        match s.action {
+            Action::Start(_) => last = Some(s.at),
+            Action::ClockOffset { .. } => {}
+            _ => break,
+        }
+    }
+    last
+}
+
+async fn simulate(opts: RunOptions) -> anyhow::Result<RunReport> {
+    let scenario = scenarios::find(&opts.scenario).with_context(|| {
+        format!(
+            "unknown scenario {:?}; `shoal-sim list` shows them",
+            opts.scenario
+        )
+    })?;
+    let nodes = opts.nodes.unwrap_or(scenario.default_nodes);
+    anyhow::ensure!(nodes >= 1, "--nodes must be at least 1");
+    let duration = opts.duration.unwrap_or(scenario.default_duration);
+    let start = Instant::now();
+    let trace = Trace::new(opts.trace.as_deref()).context("creating the trace file")?;
+    if opts.keep_trace {
+        trace.keep_in_memory();
+    }
+    let mut settings = opts.settings.clone();
+    if opts.bug == Some(Bug::NoFailureDetection) {
+        settings.phi_threshold = f64::INFINITY;
+    }
+    trace_event!(
+        trace,
+        "-",
+        "run.start",
+        "scenario={} seed={} nodes={nodes} duration_s={} gossip_ms={} phi={} bug={:?}",
+        scenario.name,
+        opts.seed,
+        duration.as_secs_f64(),
+        settings.gossip_interval.as_millis(),
+        settings.phi_threshold,
+        opts.bug
+    );
+    let rng = NodeRng::seeded(opts.seed);
+    let net = Net::new(
+        rng.fork(),
+        trace.clone(),
+        NetConfig {
+            trace_packets: opts.trace_packets,
+            ..NetConfig::default()
+        },
+    );
+    tokio::spawn(net.clone().run());
+    let certs = SimCerts::new(rng.fork())?;
+    let (cluster, mut events) = SimCluster::new(
+        net.clone(),
+        trace.clone(),
+        rng.fork(),
+        &certs,
+        nodes,
+        settings.clone(),
+        start,
+    )?;
+    let params = Params {
+        nodes,
+        duration,
+        gossip_interval: settings.gossip_interval,
+    };
+    let plan = (scenario.plan)(&params, &rng.fork());
+    for step in &plan {
+        trace_event!(
+            trace,
+            "-",
+            "plan",
+            "at={:.3} {:?}",
+            step.at.as_secs_f64(),
+            step.action
+        );
+    }
+    let formed_at = formation_end(&plan).map(|d| start + d);
+    let first_fault = plan
+        .iter()
+        .find(|s| !matches!(s.action, Action::Start(_) | Action::ClockOffset { .. }))
+        .map(|s| start + s.at);
+    let mut world = World {
+        cluster,
+        checker: MembershipChecker::new(quiet_window(&settings), detection_deadline(&settings)),
+        trace: trace.clone(),
+        net: net.clone(),
+        start,
+        last_network_fault: None,
+        retry_starts: Vec::new(),
+    };
+
+    // Phase 1: the plan.
+    let mut steps = plan.into_iter().peekable();
+    let sample_every = settings.gossip_interval / 2;
+    let mut sampler = tokio::time::interval_at(start + sample_every, sample_every);
+    sampler.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let end = start + duration;
+    let mut convergence = None;
+    loop {
+        let next_step = steps.peek().map(|s| start + s.at);
+        tokio::select! {
+            biased;
+            Some(ev) = events.recv() => world.on_event(ev),
+            _ = tokio::time::sleep_until(next_step.unwrap_or(end)), if next_step.is_some() => {
+                while let Some(step) = steps.next_if(|s| start + s.at <= Instant::now()) {
+                    world.apply(&step).await?;
+                }
+            }
+            _ = sampler.tick() => {
+                world.retry_due_starts().await?;
+                let now = Instant::now();
+                let agreed = world.sample().is_ok();
+                if convergence.is_none()
+                    && agreed
+                    && let Some(formed) = formed_at
+                    && now >= formed
+                    && first_fault.is_none_or(|f| now <= f)
+                {
+                    convergence = Some((now - formed).as_secs_f64());
+                }
+                if now >= end && steps.peek().is_none() && world.retry_starts.is_empty() {
+                    break;
+                }
+            }
+        }
+    }
+
+    // Phase 2: heal. Faults stop, crashed nodes restart, and the cluster must agree.
+    let healed_at = Instant::now();
+    trace_event!(
+        trace,
+        "-",
+        "heal",
+        "network healed; restarting crashed nodes"
+    );
+    net.heal();
+    world.last_network_fault = Some(world.secs());
+    for i in 0..world.cluster.nodes.len() {
+        let n = &world.cluster.nodes[i];
+        if !n.is_running() && !n.left {
+            world
+                .apply(&Step {
+                    at: Duration::ZERO,
+                    action: Action::Start(i),
+                })
+                .await?;
+        }
+    }
+    let deadline = heal_deadline(&settings, nodes);
+    let mut heal_agreement = None;
+    let mut last_disagreement = String::new();
+    loop {
+        tokio::select! {
+            biased;
+            Some(ev) = events.recv() => world.on_event(ev),
+            _ = sampler.tick() => {
+                world.retry_due_starts().await?;
+                match world.sample() {
+                    Ok(()) => {
+                        heal_agreement = Some(healed_at.elapsed().as_secs_f64());
+                        break;
+                    }
+                    Err(why) => last_disagreement = why,
+                }
+                if healed_at.elapsed() > deadline {
+                    break;
+                }
+            }
+        }
+    }
+    let at = world.secs();
+    let mut violations = world.checker.violations().to_vec();
+    if heal_agreement.is_none() {
+        violations.push(Violation {
+            at,
+            checker: "agreement-after-heal",
+            what: format!(
+                "the live nodes did not agree on the membership within {:.1}s of the heal; last disagreement: {last_disagreement}",
+                deadline.as_secs_f64()
+            ),
+        });
+    }
+    for v in &violations {
+        trace_event!(trace, "-", "violation", "{v}");
+    }
+    let simulated_secs = start.elapsed().as_secs_f64();
+    let stats = net.stats();
+    let sent_packets: u64 = stats.values().map(|s| s.sent_packets).sum();
+    let sent_bytes: u64 = stats.values().map(|s| s.sent_bytes).sum();
+    let per = (nodes as f64 * simulated_secs).max(f64::MIN_POSITIVE);
+    trace_event!(
+        trace,
+        "-",
+        "run.end",
+        "verdict={} violations={} sent_packets={sent_packets} sent_bytes={sent_bytes}",
+        if violations.is_empty() {
+            "pass"
+        } else {
+            "fail"
+        },
+        violations.len()
+    );
+    trace.flush();
+    Ok(RunReport {
+        scenario: scenario.name.to_string(),
+        seed: opts.seed,
+        nodes,
+        duration,
+        violations,
+        convergence,
+        detections: world.checker.detections(),
+        heal_agreement,
+        heal_deadline: deadline.as_secs_f64(),
+        simulated_secs,
+        wall_secs: 0.0,
+        packets_per_node_sec: sent_packets as f64 / per,
+        bytes_per_node_sec: sent_bytes as f64 / per,
+        trace_hash: trace.hash_hex(),
+        trace_lines: trace.line_count(),
+        trace: trace.lines(),
+        tokio_seeded: cfg!(tokio_unstable),
+        interposer: determinism::installed(),
+    })
+}
