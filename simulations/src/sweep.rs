@@ -364,6 +364,24 @@ mod tests {
     }
 
     #[test]
+    fn first_difference_names_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, "x\ny\nz\n").unwrap();
+        std::fs::write(&b, "x\nY\nz\n").unwrap();
+        assert_eq!(
+            first_difference(&a, &b),
+            Some((2, "y".to_string(), "Y".to_string()))
+        );
+        std::fs::write(&b, "x\ny\n").unwrap();
+        assert_eq!(
+            first_difference(&a, &b),
+            Some((3, "z".to_string(), "<end of trace>".to_string()))
+        );
+        assert_eq!(first_difference(&a, &a), None);
+    }
+
+    #[test]
     fn parallel_keeps_order() {
         let out = parallel((0..100).collect(), 4, |x: u32| x * 2);
         assert_eq!(out, (0..100).map(|x| x * 2).collect::<Vec<_>>());
