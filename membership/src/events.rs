@@ -192,6 +192,8 @@ mod tests {
             live,
             protocol: Some(1),
             data_addr: None,
+            config_epoch: None,
+            lineage: None,
         }
     }
 
@@ -200,6 +202,7 @@ mod tests {
             cluster_id: "c".into(),
             self_name: "a".into(),
             members,
+            configuration: None,
         }
     }
 

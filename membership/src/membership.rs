@@ -1,23 +1,28 @@
-//! A node's membership: chitchat running over the node's QUIC transport, a view kept up to
-//! date from it, and the events derived from that view.
+//! A node's membership: chitchat over the node's QUIC transport (who is alive, what each node
+//! says about itself), a view kept up to date from it, the events derived from that view,
+//! and the configuration manager that turns gossip into committed configurations.
 //!
-//! Gossip reports who is alive and what each node says about itself; it decides nothing
-//! about ownership. A node starts `joining` and publishes `up` once it has reached the
-//! cluster (it sees a live peer) or when it has no seed but itself (the first node).
+//! Gossip decides nothing on its own: a node is `up` only once a committed configuration
+//! contains it. A node that learns it was removed (for example after a long partition)
+//! rejoins as a new generation: its gossip identity is replaced while the handle, the view
+//! and every subscription stay.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chitchat::{Chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
-use shoal_transport::{Clock, Transport};
+use shoal_transport::{Environment, SharedClock, Transport};
 use tokio::sync::{Mutex, broadcast, watch};
 use tokio::task::AbortHandle;
 use tracing::{info, warn};
 
 use crate::cluster_guard::ClusterGuard;
 use crate::config::{MembershipConfig, validate_seed};
+use crate::config_manager::ConfigManager;
+use crate::configuration::{Committed, MemberId};
+use crate::durable::DurableCell;
 use crate::events::{EventTracker, MembershipEvent};
 use crate::status::{NodeStatus, PROTOCOL_VERSION, keys};
 use crate::view::{Member, MembershipView};
@@ -30,42 +35,65 @@ pub enum MembershipError {
     BadSeed(String),
     #[error("gossip could not start: {0}")]
     Gossip(anyhow::Error),
+    #[error("the membership state in {place} cannot be used: {reason}")]
+    State { place: String, reason: String },
 }
 
 /// A running membership. Cheap to clone.
 #[derive(Clone)]
 pub struct Membership {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    config: MembershipConfig,
-    self_id: ChitchatId,
-    handle: Mutex<Option<ChitchatHandle>>,
-    chitchat: Arc<Mutex<Chitchat>>,
-    view: watch::Receiver<MembershipView>,
-    events: broadcast::Sender<MembershipEvent>,
+/// One gossip identity: chitchat and the loop that watches it.
+struct Incarnation {
+    handle: ChitchatHandle,
     watcher: AbortHandle,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: MembershipConfig,
+    pub(crate) clock: SharedClock,
+    gossip: Arc<dyn chitchat::transport::Transport>,
+    incarnation: Mutex<Option<Incarnation>>,
+    chitchat: std::sync::Mutex<Option<Arc<Mutex<Chitchat>>>>,
+    self_id: std::sync::Mutex<ChitchatId>,
+    pub(crate) view_tx: watch::Sender<MembershipView>,
+    events: broadcast::Sender<MembershipEvent>,
+    tracker: std::sync::Mutex<EventTracker>,
+    /// Every key this node publishes, restored when it takes a new generation.
+    keys: std::sync::Mutex<BTreeMap<String, String>>,
+    pub(crate) configuration: OnceLock<Arc<ConfigManager>>,
+    pub(crate) leaving: AtomicBool,
+    stopped: AtomicBool,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.watcher.abort();
-        if let Ok(mut handle) = self.handle.try_lock()
-            && let Some(h) = handle.take()
+        if let Some(m) = self.configuration.get() {
+            m.abort();
+        }
+        if let Ok(mut current) = self.incarnation.try_lock()
+            && let Some(inc) = current.take()
         {
-            h.abort();
+            inc.watcher.abort();
+            inc.handle.abort();
         }
     }
 }
 
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Membership {
-    /// Starts gossiping through `transport`. The generation is the clock's Unix time in
-    /// milliseconds, so every start is a new incarnation.
+    /// Starts gossip and the configuration protocol through `transport`. `cell` keeps the
+    /// protocol's durable state (a file under the data directory, or memory).
     pub async fn start(
         config: MembershipConfig,
         transport: &Transport,
-        clock: &dyn Clock,
+        env: &Environment,
+        cell: Arc<dyn DurableCell>,
     ) -> Result<Self, MembershipError> {
         if config.node_name != transport.name() {
             return Err(MembershipError::NameMismatch {
@@ -73,25 +101,219 @@ impl Membership {
                 certificate: transport.name().to_string(),
             });
         }
-        Self::start_with_gossip(config, &transport.gossip(), clock).await
+        let membership = Self::prepare(config, Arc::new(transport.gossip()), env.clock.clone())?;
+        let manager = ConfigManager::new(
+            Arc::downgrade(&membership.inner),
+            transport.clone(),
+            env.rng.clone(),
+            cell,
+        )
+        .map_err(|(place, reason)| MembershipError::State { place, reason })?;
+        let generation = manager.claim_generation(env.clock.unix_millis())?;
+        let _ = membership.inner.configuration.set(manager.clone());
+        membership.start_incarnation(generation).await?;
+        manager.start();
+        Ok(membership)
     }
 
-    /// Starts gossiping over any chitchat transport. Production uses [`Membership::start`]
-    /// (gossip over the node's QUIC endpoint); the simulator's membership-only mode passes
-    /// simulated datagrams to study large clusters without QUIC.
+    /// Starts gossip only, over any chitchat transport, without the configuration protocol:
+    /// the simulator's membership-only mode, for large clusters. Nodes stay `joining`.
     pub async fn start_with_gossip(
         config: MembershipConfig,
-        gossip: &dyn chitchat::transport::Transport,
-        clock: &dyn Clock,
+        gossip: Arc<dyn chitchat::transport::Transport>,
+        clock: SharedClock,
+    ) -> Result<Self, MembershipError> {
+        let generation = clock.unix_millis();
+        let membership = Self::prepare(config, gossip, clock)?;
+        membership.start_incarnation(generation).await?;
+        Ok(membership)
+    }
+
+    fn prepare(
+        config: MembershipConfig,
+        gossip: Arc<dyn chitchat::transport::Transport>,
+        clock: SharedClock,
     ) -> Result<Self, MembershipError> {
         for seed in &config.seeds {
             validate_seed(seed).map_err(MembershipError::BadSeed)?;
         }
-        let self_id = ChitchatId::new(
-            config.node_name.clone(),
-            clock.unix_millis(),
-            config.advertise_addr,
-        );
+        let mut keys = BTreeMap::new();
+        keys.insert(keys::STATUS.to_string(), NodeStatus::Joining.to_string());
+        keys.insert(keys::PROTOCOL.to_string(), PROTOCOL_VERSION.to_string());
+        if let Some(data) = config.data_addr.filter(|a| *a != config.advertise_addr) {
+            keys.insert(keys::DATA_ADDR.to_string(), data.to_string());
+        }
+        keys.extend(config.extra_keys.iter().cloned());
+        let (view_tx, _) = watch::channel(MembershipView {
+            cluster_id: config.cluster_id.clone(),
+            self_name: config.node_name.clone(),
+            members: Vec::new(),
+            configuration: None,
+        });
+        let (events, _) = broadcast::channel(1024);
+        let self_id = ChitchatId::new(config.node_name.clone(), 0, config.advertise_addr);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                clock,
+                gossip,
+                incarnation: Mutex::new(None),
+                chitchat: std::sync::Mutex::new(None),
+                self_id: std::sync::Mutex::new(self_id),
+                view_tx,
+                events,
+                tracker: std::sync::Mutex::new(EventTracker::new()),
+                keys: std::sync::Mutex::new(keys),
+                configuration: OnceLock::new(),
+                leaving: AtomicBool::new(false),
+                stopped: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Starts chitchat as `generation`, replacing the running incarnation if any.
+    pub(crate) async fn start_incarnation(&self, generation: u64) -> Result<(), MembershipError> {
+        self.inner.start_incarnation(generation).await
+    }
+
+    pub fn config(&self) -> &MembershipConfig {
+        &self.inner.config
+    }
+
+    /// This incarnation's generation.
+    pub fn generation(&self) -> u64 {
+        lock(&self.inner.self_id).generation_id
+    }
+
+    /// This incarnation as a configuration member id.
+    pub fn self_id(&self) -> MemberId {
+        MemberId::new(self.inner.config.node_name.clone(), self.generation())
+    }
+
+    /// The current view.
+    pub fn view(&self) -> MembershipView {
+        self.inner.view_tx.borrow().clone()
+    }
+
+    /// A receiver that sees every new view.
+    pub fn watch(&self) -> watch::Receiver<MembershipView> {
+        self.inner.view_tx.subscribe()
+    }
+
+    /// Events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<MembershipEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// The committed configuration, as it changes (None until one is known; always None in
+    /// gossip-only mode).
+    pub fn configuration(&self) -> watch::Receiver<Option<Committed>> {
+        match self.inner.configuration.get() {
+            Some(m) => m.committed_watch(),
+            None => watch::channel(None).1,
+        }
+    }
+
+    /// Every configuration this node learns is committed, in order, from now on.
+    pub fn commits(&self) -> broadcast::Receiver<Committed> {
+        match self.inner.configuration.get() {
+            Some(m) => m.commits(),
+            None => broadcast::channel(1).1,
+        }
+    }
+
+    /// Publishes a key about this node (kept across generations).
+    pub async fn set_key(&self, key: &str, value: &str) {
+        self.inner.set_key(key, value).await;
+    }
+
+    /// Graceful leave: publishes `leaving`, waits until a committed configuration no longer
+    /// holds this node or the leave grace runs out, keeps gossiping meanwhile, then stops.
+    pub async fn leave(&self) {
+        let grace = self.inner.config.leave_grace;
+        info!(node = %self.inner.config.node_name, ?grace, "leaving the cluster");
+        self.inner.leaving.store(true, Ordering::SeqCst);
+        self.inner
+            .set_key(keys::STATUS, NodeStatus::Leaving.as_str())
+            .await;
+        let me = self.self_id();
+        let mut configs = self.configuration();
+        let removed = async {
+            let _ = configs
+                .wait_for(|c| c.as_ref().is_none_or(|c| !c.config.contains(&me)))
+                .await;
+        };
+        // Stay at least a few gossip rounds so the announcement spreads.
+        let spread = tokio::time::sleep(self.inner.config.gossip_interval * 3);
+        let (_, outcome) = tokio::join!(spread, tokio::time::timeout(grace, removed));
+        match outcome {
+            Ok(()) => info!(node = %me, "removed from the configuration; stopping"),
+            Err(_) => warn!(
+                node = %me,
+                "no configuration without this node was committed within the leave grace (no majority reachable?); stopping anyway, the others will remove it after down_after"
+            ),
+        }
+        self.shutdown().await;
+    }
+
+    /// Stops gossip and the configuration protocol at once (no announcement: the others will
+    /// report this node failed).
+    pub async fn shutdown(&self) {
+        self.inner.stopped.store(true, Ordering::SeqCst);
+        if let Some(m) = self.inner.configuration.get() {
+            m.abort();
+        }
+        let current = self.inner.incarnation.lock().await.take();
+        if let Some(inc) = current {
+            inc.watcher.abort();
+            if let Err(e) = inc.handle.shutdown().await {
+                warn!(error = %e, "gossip stopped with an error");
+            }
+        }
+    }
+}
+
+impl Inner {
+    pub(crate) fn generation(&self) -> u64 {
+        lock(&self.self_id).generation_id
+    }
+
+    pub(crate) fn is_leaving(&self) -> bool {
+        self.leaving.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn view(&self) -> MembershipView {
+        self.view_tx.borrow().clone()
+    }
+
+    pub(crate) async fn set_key(&self, key: &str, value: &str) {
+        {
+            let mut keys = lock(&self.keys);
+            if keys.get(key).map(String::as_str) == Some(value) {
+                return;
+            }
+            keys.insert(key.to_string(), value.to_string());
+        }
+        let chitchat = lock(&self.chitchat).clone();
+        if let Some(c) = chitchat {
+            c.lock().await.self_node_state().set(key, value);
+        }
+    }
+
+    pub(crate) async fn start_incarnation(
+        self: &Arc<Self>,
+        generation: u64,
+    ) -> Result<(), MembershipError> {
+        let mut current = self.incarnation.lock().await;
+        if let Some(old) = current.take() {
+            old.watcher.abort();
+            let _ = old.handle.shutdown().await;
+        }
+        if self.stopped.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let config = &self.config;
+        let self_id = ChitchatId::new(config.node_name.clone(), generation, config.advertise_addr);
         let fd = &config.failure_detector;
         let chitchat_config = ChitchatConfig {
             chitchat_id: self_id.clone(),
@@ -102,7 +324,7 @@ impl Membership {
             failure_detector_config: FailureDetectorConfig {
                 phi_threshold: fd.phi_threshold,
                 sampling_window_size: 1000,
-                max_interval: fd.max_interval,
+                max_interval: fd.max_interval.unwrap_or(config.gossip_interval * 4),
                 initial_interval: fd.initial_interval.unwrap_or(config.gossip_interval),
                 dead_node_grace_period: fd.dead_node_grace_period,
             },
@@ -110,169 +332,89 @@ impl Membership {
             catchup_callback: None,
             extra_liveness_predicate: None,
         };
-        let mut initial = vec![
-            (keys::STATUS.to_string(), NodeStatus::Joining.to_string()),
-            (keys::PROTOCOL.to_string(), PROTOCOL_VERSION.to_string()),
-        ];
-        if let Some(data) = config.data_addr.filter(|a| *a != config.advertise_addr) {
-            initial.push((keys::DATA_ADDR.to_string(), data.to_string()));
-        }
-        initial.extend(config.extra_keys.iter().cloned());
-        let guard = ClusterGuard::open(gossip, config.advertise_addr, config.cluster_id.clone())
-            .await
-            .map_err(MembershipError::Gossip)?;
+        let initial: Vec<(String, String)> = lock(&self.keys)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let guard = ClusterGuard::open(
+            self.gossip.as_ref(),
+            config.advertise_addr,
+            config.cluster_id.clone(),
+        )
+        .await
+        .map_err(MembershipError::Gossip)?;
         let handle = chitchat::spawn_chitchat(chitchat_config, initial, &guard)
             .await
             .map_err(MembershipError::Gossip)?;
         let chitchat = handle.chitchat();
+        *lock(&self.self_id) = self_id.clone();
+        *lock(&self.chitchat) = Some(chitchat.clone());
         // From the first moment, the view holds this node itself.
-        let first = {
+        {
             let c = chitchat.lock().await;
-            build_view(&c, &self_id, &config.cluster_id, &HashMap::new())
-        };
-        let (view_tx, view) = watch::channel(first);
-        let (events, _) = broadcast::channel(1024);
-        let watcher = tokio::spawn(watch_loop(
-            chitchat.clone(),
-            self_id.clone(),
-            config.clone(),
-            view_tx,
-            events.clone(),
-        ))
-        .abort_handle();
+            let members = build_members(&c, &self_id, &HashMap::new());
+            self.view_tx.send_modify(|v| v.members = members);
+        }
+        let watcher = tokio::spawn(watch_loop(Arc::downgrade(self), chitchat, self_id.clone()))
+            .abort_handle();
+        *current = Some(Incarnation { handle, watcher });
         info!(
             node = %config.node_name,
-            generation = self_id.generation_id,
+            generation,
             addr = %config.advertise_addr,
             cluster = %config.cluster_id,
             seeds = ?config.seeds,
-            "membership started"
+            "gossip started"
         );
-        Ok(Self {
-            inner: Arc::new(Inner {
-                config,
-                self_id,
-                handle: Mutex::new(Some(handle)),
-                chitchat,
-                view,
-                events,
-                watcher,
-            }),
-        })
+        Ok(())
     }
 
-    pub fn config(&self) -> &MembershipConfig {
-        &self.inner.config
-    }
-
-    /// This incarnation's generation.
-    pub fn generation(&self) -> u64 {
-        self.inner.self_id.generation_id
-    }
-
-    /// The current view.
-    pub fn view(&self) -> MembershipView {
-        self.inner.view.borrow().clone()
-    }
-
-    /// A receiver that sees every new view.
-    pub fn watch(&self) -> watch::Receiver<MembershipView> {
-        self.inner.view.clone()
-    }
-
-    /// Events from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<MembershipEvent> {
-        self.inner.events.subscribe()
-    }
-
-    /// Publishes a key about this node.
-    pub async fn set_key(&self, key: &str, value: &str) {
-        self.inner
-            .chitchat
-            .lock()
-            .await
-            .self_node_state()
-            .set(key, value);
-    }
-
-    /// Publishes a status.
-    pub async fn set_status(&self, status: NodeStatus) {
-        self.set_key(keys::STATUS, status.as_str()).await;
-    }
-
-    /// Graceful leave: publishes `leaving`, keeps gossiping for the leave grace so the rest
-    /// of the cluster sees it, then stops gossip.
-    pub async fn leave(&self) {
-        info!(node = %self.inner.config.node_name, grace = ?self.inner.config.leave_grace, "leaving the cluster");
-        self.set_status(NodeStatus::Leaving).await;
-        tokio::time::sleep(self.inner.config.leave_grace).await;
-        self.shutdown().await;
-    }
-
-    /// Stops gossip at once (no announcement: the others will report this node failed).
-    pub async fn shutdown(&self) {
-        self.inner.watcher.abort();
-        if let Some(handle) = self.inner.handle.lock().await.take()
-            && let Err(e) = handle.shutdown().await
-        {
-            warn!(error = %e, "gossip stopped with an error");
+    fn publish_events(&self, members: Vec<Member>) {
+        let mut new_events = Vec::new();
+        self.view_tx.send_if_modified(|v| {
+            if v.members == members {
+                return false;
+            }
+            v.members = members;
+            new_events = lock(&self.tracker).update(v);
+            true
+        });
+        for event in new_events {
+            log_event(&event, &self.config.node_name);
+            let _ = self.events.send(event);
         }
     }
 }
 
-/// Recomputes the view after every gossip round or liveness change, promotes this node to
-/// `up` when it has reached the cluster, and emits events.
+/// Recomputes the members after every gossip round or liveness change, and emits events.
+/// The view is updated before the events go out, so whoever reacts to an event reads a view
+/// that includes it.
 async fn watch_loop(
+    inner: std::sync::Weak<Inner>,
     chitchat: Arc<Mutex<Chitchat>>,
     self_id: ChitchatId,
-    config: MembershipConfig,
-    view_tx: watch::Sender<MembershipView>,
-    events: broadcast::Sender<MembershipEvent>,
 ) {
+    let Some(gossip_interval) = inner.upgrade().map(|i| i.config.gossip_interval) else {
+        return;
+    };
     let mut live_rx = chitchat.lock().await.live_nodes_watcher();
-    let mut tick = tokio::time::interval(config.gossip_interval);
+    let mut tick = tokio::time::interval(gossip_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut tracker = EventTracker::new();
     // When each incarnation was last seen live (a round counter).
     let mut last_live: HashMap<ChitchatId, u64> = HashMap::new();
     let mut round: u64 = 0;
-    let alone = config
-        .seeds
-        .iter()
-        .all(|s| s.parse::<SocketAddr>().ok() == Some(config.advertise_addr));
     loop {
-        let view = {
-            let mut c = chitchat.lock().await;
+        let members = {
+            let c = chitchat.lock().await;
             round += 1;
             for id in c.live_nodes() {
                 last_live.insert(id.clone(), round);
             }
-            let view = build_view(&c, &self_id, &config.cluster_id, &last_live);
-            let me = view.member(&config.node_name);
-            let joining = me.is_some_and(|m| m.status == NodeStatus::Joining);
-            let reached = alone || view.live().any(|m| m.name != config.node_name);
-            if joining && reached {
-                c.self_node_state()
-                    .set(keys::STATUS, NodeStatus::Up.as_str());
-                build_view(&c, &self_id, &config.cluster_id, &last_live)
-            } else {
-                view
-            }
+            build_members(&c, &self_id, &last_live)
         };
-        let new_events = tracker.update(&view);
-        // The view first, so that whoever reacts to an event reads a view that includes it.
-        view_tx.send_if_modified(|current| {
-            if *current != view {
-                *current = view;
-                true
-            } else {
-                false
-            }
-        });
-        for event in new_events {
-            log_event(&event, &config.node_name);
-            let _ = events.send(event);
-        }
+        let Some(inner) = inner.upgrade() else { return };
+        inner.publish_events(members);
+        drop(inner);
         tokio::select! {
             changed = live_rx.changed() => if changed.is_err() { return },
             _ = tick.tick() => {}
@@ -280,22 +422,22 @@ async fn watch_loop(
     }
 }
 
-/// The view: every incarnation that was ever confirmed alive (a node merely heard of, whose
-/// heartbeats the failure detector has not judged yet, is not shown), one per name: a live
-/// incarnation if there is one, else the one live most recently. Generations are not trusted
-/// to grow: they come from wall clocks, which can step back between restarts.
-fn build_view(
+/// Every incarnation that was ever confirmed alive (a node merely heard of, whose heartbeats
+/// the failure detector has not judged yet, is not shown), one per name: a live incarnation
+/// if there is one, else the one live most recently. Generations are not trusted to grow:
+/// they come from wall clocks, which can step back between restarts.
+fn build_members(
     c: &Chitchat,
     self_id: &ChitchatId,
-    cluster_id: &str,
     last_live: &HashMap<ChitchatId, u64>,
-) -> MembershipView {
+) -> Vec<Member> {
     let live: HashSet<&ChitchatId> = c.live_nodes().collect();
     // name -> (rank, member); higher rank wins.
     let mut by_name: BTreeMap<String, ((bool, u64, u64), Member)> = BTreeMap::new();
     for (id, state) in c.node_states() {
-        let is_live = id == self_id || live.contains(id);
-        let seen = if id == self_id {
+        let is_self = id == self_id;
+        let is_live = is_self || live.contains(id);
+        let seen = if is_self {
             u64::MAX
         } else {
             match last_live.get(id) {
@@ -314,6 +456,8 @@ fn build_view(
             live: is_live,
             protocol: state.get(keys::PROTOCOL).and_then(|v| v.parse().ok()),
             data_addr: state.get(keys::DATA_ADDR).and_then(|v| v.parse().ok()),
+            config_epoch: state.get(keys::CONFIG_EPOCH).and_then(|v| v.parse().ok()),
+            lineage: state.get(keys::CONFIG_LINEAGE).map(str::to_string),
         };
         let rank = (is_live, seen, id.generation_id);
         match by_name.get(&member.name) {
@@ -323,11 +467,7 @@ fn build_view(
             }
         }
     }
-    MembershipView {
-        cluster_id: cluster_id.to_string(),
-        self_name: self_id.node_id.to_string(),
-        members: by_name.into_values().map(|(_, m)| m).collect(),
-    }
+    by_name.into_values().map(|(_, m)| m).collect()
 }
 
 fn log_event(event: &MembershipEvent, observer: &str) {

@@ -10,6 +10,12 @@ pub mod keys {
     pub const PROTOCOL: &str = "protocol";
     /// The node's data-plane address, when it differs from its gossip address.
     pub const DATA_ADDR: &str = "data_addr";
+    /// The newest committed configuration epoch the node knows.
+    pub const CONFIG_EPOCH: &str = "config_epoch";
+    /// That configuration's digest (hex).
+    pub const CONFIG_DIGEST: &str = "config_digest";
+    /// The lineage of the cluster the node belongs to (hex), drawn at bootstrap.
+    pub const CONFIG_LINEAGE: &str = "config_lineage";
 }
 
 /// The wire protocol version this build speaks.
@@ -19,9 +25,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NodeStatus {
-    /// Started, not yet part of the cluster.
+    /// Started, not (yet) a member of the committed configuration.
     Joining,
-    /// Part of the cluster.
+    /// A member of the committed configuration.
     Up,
     /// Announced that it is leaving; it stops soon.
     Leaving,

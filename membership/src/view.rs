@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::configuration::MemberId;
 use crate::status::NodeStatus;
 
 /// One node as this node sees it.
@@ -21,6 +22,10 @@ pub struct Member {
     pub protocol: Option<u32>,
     /// Data-plane address, when it differs from `addr`.
     pub data_addr: Option<SocketAddr>,
+    /// The newest committed configuration epoch it announced.
+    pub config_epoch: Option<u64>,
+    /// The cluster lineage it belongs to (hex), once it knows a configuration.
+    pub lineage: Option<String>,
 }
 
 impl Member {
@@ -44,6 +49,26 @@ pub struct MembershipView {
     pub self_name: String,
     /// Sorted by name; one entry per name (its newest generation).
     pub members: Vec<Member>,
+    /// The committed configuration this node knows, if any.
+    pub configuration: Option<ConfigView>,
+}
+
+/// The committed configuration as this node knows it, and what it is doing about it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigView {
+    pub epoch: u64,
+    /// Hex.
+    pub lineage: String,
+    /// Hex.
+    pub digest: String,
+    pub members: Vec<MemberId>,
+    /// Whether this node sees a majority of the configuration's members live (itself
+    /// included): only then can changes be committed on its side.
+    pub in_majority: bool,
+    /// Changes gossip calls for that are not committed yet.
+    pub pending: Vec<String>,
+    /// The proposal in flight, if this node is proposing.
+    pub proposing: Option<String>,
 }
 
 impl MembershipView {
@@ -54,6 +79,11 @@ impl MembershipView {
     /// Members the failure detector considers alive (this node included).
     pub fn live(&self) -> impl Iterator<Item = &Member> {
         self.members.iter().filter(|m| m.live)
+    }
+
+    /// The committed epoch this node knows (0: none yet).
+    pub fn epoch(&self) -> u64 {
+        self.configuration.as_ref().map_or(0, |c| c.epoch)
     }
 
     /// Names of live members with status `up`.

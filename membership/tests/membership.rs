@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_membership::{Membership, MembershipConfig, MembershipEvent, MembershipView, NodeStatus};
+use shoal_membership::{
+    MemCell, Membership, MembershipConfig, MembershipEvent, MembershipView, NodeStatus,
+};
 use shoal_transport::{
     ClusterCa, Environment, NodeIdentity, NodeRng, SystemClock, Transport, TransportConfig,
     UdpSockets,
@@ -35,6 +37,17 @@ async fn start_with_seeds(
     cluster: &str,
     seeds: Vec<String>,
 ) -> TestNode {
+    start_full(ca, name, cluster, seeds, false).await
+}
+
+/// `bootstrap`: found a new cluster even though seeds are given.
+async fn start_full(
+    ca: &ClusterCa,
+    name: &str,
+    cluster: &str,
+    seeds: Vec<String>,
+    bootstrap: bool,
+) -> TestNode {
     let cert = ca.issue(name).unwrap();
     let identity =
         NodeIdentity::from_pem(ca.cert_pem(), &cert.cert_pem, &cert.key_pem, &SystemClock).unwrap();
@@ -46,7 +59,7 @@ async fn start_with_seeds(
     let transport = Transport::bind(
         TransportConfig::new("127.0.0.1:0".parse().unwrap()),
         identity,
-        env,
+        env.clone(),
     )
     .await
     .unwrap();
@@ -54,7 +67,9 @@ async fn start_with_seeds(
     config.gossip_interval = GOSSIP;
     config.leave_grace = GOSSIP * 6;
     config.seeds = seeds;
-    let membership = Membership::start(config, &transport, &SystemClock)
+    config.bootstrap = bootstrap;
+    config.down_after = Duration::from_secs(1);
+    let membership = Membership::start(config, &transport, &env, Arc::new(MemCell::new()))
         .await
         .unwrap();
     TestNode {
@@ -124,7 +139,19 @@ async fn five_nodes_converge() {
             assert_eq!(m.protocol, Some(1));
         }
         assert_eq!(view.self_name, node.name);
+        let config = view
+            .configuration
+            .as_ref()
+            .expect("a committed configuration");
+        let names: Vec<&str> = config.members.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["n1", "n2", "n3", "n4", "n5"]);
+        assert!(config.in_majority);
     }
+    let epochs: Vec<u64> = nodes.iter().map(|n| n.membership.view().epoch()).collect();
+    assert!(
+        epochs.iter().all(|e| *e == epochs[0] && *e >= 2),
+        "{epochs:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,6 +186,15 @@ async fn a_killed_node_is_reported_failed_by_all_others() {
         assert!(!v.member("n4").unwrap().live);
         assert_eq!(v.up_names().len(), 3);
     }
+    // After down_after (1 s here) the survivors commit its removal.
+    for node in &nodes {
+        wait_view(node, "n4 removed from the configuration", |v| {
+            v.configuration
+                .as_ref()
+                .is_some_and(|c| c.members.len() == 3 && c.members.iter().all(|m| m.name != "n4"))
+        })
+        .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,6 +225,11 @@ async fn graceful_leave_is_reported_as_leaving_then_left() {
             "{observer}: expected Left after Leaving, got {second:?}"
         );
     }
+    // The leave was committed: n4 is out of the configuration.
+    for node in &nodes[..3] {
+        let c = node.membership.view().configuration.unwrap();
+        assert!(c.members.iter().all(|m| m.name != "n4"), "{c:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,6 +258,19 @@ async fn a_restarted_node_rejoins_with_a_new_generation() {
     assert_eq!(previous_generation, old_generation);
     assert!(member.generation > old_generation);
     assert_eq!(member.generation, new.membership.generation());
+    // The new incarnation replaces the old one in the configuration.
+    let generation = new.membership.generation();
+    for node in nodes.iter().chain([&new]) {
+        wait_view(node, "n3's new generation in the configuration", |v| {
+            v.configuration.as_ref().is_some_and(|c| {
+                c.members.len() == 3
+                    && c.members
+                        .iter()
+                        .any(|m| m.name == "n3" && m.generation == generation)
+            })
+        })
+        .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,7 +279,14 @@ async fn nodes_of_another_cluster_are_never_merged() {
     let nodes = cluster(&ca, 3).await;
     // Two nodes of cluster "other", both seeded with n1 (same CA: TLS lets them in, the
     // cluster id keeps them out).
-    let x = start(&ca, "x1", "other", &[&nodes[0]]).await;
+    let x = start_full(
+        &ca,
+        "x1",
+        "other",
+        vec![nodes[0].transport.local_addr().to_string()],
+        true,
+    )
+    .await;
     let y = start(&ca, "y1", "other", &[&nodes[0], &x]).await;
     // Once x and y have found each other they have gossiped with n1 for several rounds too.
     wait_view(&x, "x and y up together", |v| v.up_names().len() == 2).await;
@@ -264,7 +325,7 @@ async fn a_dead_seed_does_not_stall_gossip_to_the_others() {
     // A bound UDP socket that never answers: dials to it hang until their timeout.
     let blackhole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let dead = blackhole.local_addr().unwrap().to_string();
-    let n1 = start_with_seeds(&ca, "n1", "test", vec![dead.clone()]).await;
+    let n1 = start_full(&ca, "n1", "test", vec![dead.clone()], true).await;
     let live = n1.transport.local_addr().to_string();
     let mut nodes = vec![n1];
     for i in 2..=4 {

@@ -11,6 +11,23 @@ pub struct ClusterInfo {
     #[serde(rename = "self")]
     pub self_name: String,
     pub members: Vec<MemberInfo>,
+    /// The newest committed configuration epoch this node knows (0: none yet).
+    pub epoch: u64,
+    /// That configuration's members.
+    pub config_members: Vec<ConfigMemberInfo>,
+    /// Whether this node sees a majority of those members live: only a majority side can
+    /// commit changes.
+    pub in_majority: bool,
+    /// Changes gossip calls for that are not committed yet.
+    pub pending: Vec<String>,
+    /// The proposal this node has in flight, if any.
+    pub proposing: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigMemberInfo {
+    pub name: String,
+    pub generation: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +39,8 @@ pub struct MemberInfo {
     /// Whether the answering node's failure detector considers it alive.
     pub live: bool,
     pub generation: u64,
+    /// Whether this incarnation is a member of the committed configuration.
+    pub member: bool,
 }
 
 impl ClusterInfo {
@@ -41,6 +60,7 @@ impl ClusterInfo {
 
 impl From<&MembershipView> for ClusterInfo {
     fn from(v: &MembershipView) -> Self {
+        let config = v.configuration.clone().unwrap_or_default();
         Self {
             cluster_id: v.cluster_id.clone(),
             self_name: v.self_name.clone(),
@@ -53,8 +73,24 @@ impl From<&MembershipView> for ClusterInfo {
                     status: m.status.to_string(),
                     live: m.live,
                     generation: m.generation,
+                    member: config
+                        .members
+                        .iter()
+                        .any(|c| c.name == m.name && c.generation == m.generation),
                 })
                 .collect(),
+            epoch: config.epoch,
+            config_members: config
+                .members
+                .iter()
+                .map(|c| ConfigMemberInfo {
+                    name: c.name.clone(),
+                    generation: c.generation,
+                })
+                .collect(),
+            in_majority: config.in_majority,
+            pending: config.pending.clone(),
+            proposing: config.proposing.clone(),
         }
     }
 }

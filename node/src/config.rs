@@ -1,6 +1,7 @@
 //! Settings of a node.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use shoal_membership::FailureDetectorSettings;
@@ -25,6 +26,16 @@ pub struct NodeConfig {
     pub leave_grace: Duration,
     /// Cap on one message frame.
     pub max_frame_size: usize,
+    /// Where durable state lives (membership promises and the committed configuration).
+    /// Without one, a restarted node forgets them and cannot vote in its old place.
+    pub data_dir: Option<PathBuf>,
+    /// Found a new cluster if no configuration is stored (implied by having no seeds).
+    pub bootstrap: bool,
+    /// A member reported dead this long is removed from the configuration.
+    pub down_after: Duration,
+    /// Planted-bug knob of the simulator; always 0.
+    #[doc(hidden)]
+    pub quorum_slack: usize,
 }
 
 impl NodeConfig {
@@ -40,6 +51,10 @@ impl NodeConfig {
             failure_detector: FailureDetectorSettings::default(),
             leave_grace: gossip_interval * 6,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            data_dir: None,
+            bootstrap: false,
+            down_after: Duration::from_secs(10),
+            quorum_slack: 0,
         }
     }
 

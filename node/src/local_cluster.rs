@@ -31,6 +31,8 @@ pub struct LocalNode {
     pub seeds: Vec<SocketAddr>,
     pub certs: PathBuf,
     pub cluster_id: String,
+    /// Durable state of the node.
+    pub data_dir: PathBuf,
     /// stdout and stderr of the process.
     pub log: PathBuf,
     child: Option<Child>,
@@ -54,6 +56,7 @@ pub struct LocalCluster {
     certs: CertDir,
     cluster_id: String,
     gossip_interval: Duration,
+    down_after: Duration,
     nodes: BTreeMap<String, LocalNode>,
     http: reqwest::Client,
 }
@@ -78,6 +81,7 @@ impl LocalCluster {
             certs,
             cluster_id: "shoal".into(),
             gossip_interval: Duration::from_millis(500),
+            down_after: Duration::from_secs(10),
             nodes: BTreeMap::new(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))
@@ -95,6 +99,11 @@ impl LocalCluster {
 
     pub fn set_gossip_interval(&mut self, interval: Duration) {
         self.gossip_interval = interval;
+    }
+
+    /// How long a dead member stays in the configuration before it is removed.
+    pub fn set_down_after(&mut self, down_after: Duration) {
+        self.down_after = down_after;
     }
 
     pub fn node(&self, name: &str) -> anyhow::Result<&LocalNode> {
@@ -135,6 +144,7 @@ impl LocalCluster {
             seeds,
             certs,
             cluster_id,
+            data_dir: self.root.join("data").join(name),
             log: self.root.join(format!("{name}.log")),
             child: None,
         };
@@ -146,6 +156,7 @@ impl LocalCluster {
     pub fn start(&mut self, name: &str) -> anyhow::Result<()> {
         let binary = self.binary.clone();
         let gossip = humantime::format_duration(self.gossip_interval).to_string();
+        let down_after = humantime::format_duration(self.down_after).to_string();
         let node = self
             .nodes
             .get_mut(name)
@@ -166,7 +177,10 @@ impl LocalCluster {
             .arg("--certs")
             .arg(&node.certs)
             .args(["--cluster-id", &node.cluster_id])
-            .args(["--gossip-interval", &gossip]);
+            .args(["--gossip-interval", &gossip])
+            .args(["--down-after", &down_after])
+            .arg("--data-dir")
+            .arg(&node.data_dir);
         if !node.seeds.is_empty() {
             let seeds: Vec<String> = node.seeds.iter().map(|s| s.to_string()).collect();
             cmd.args(["--seeds", &seeds.join(",")]);

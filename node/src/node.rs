@@ -1,8 +1,11 @@
 //! A running Shoal node: its transport and its membership, started and stopped together.
 
+use std::fs::File;
 use std::sync::Arc;
 
-use shoal_membership::{Membership, MembershipConfig, MembershipError, MembershipView};
+use shoal_membership::{
+    DurableCell, FileCell, MemCell, Membership, MembershipConfig, MembershipError, MembershipView,
+};
 use shoal_transport::{Environment, NodeIdentity, Transport, TransportConfig, TransportError};
 use tracing::info;
 
@@ -16,6 +19,8 @@ pub enum NodeError {
     Transport(#[from] TransportError),
     #[error(transparent)]
     Membership(#[from] MembershipError),
+    #[error("data directory {dir}: {reason}")]
+    DataDir { dir: String, reason: String },
 }
 
 /// A node. Cheap to clone; every clone is the same node.
@@ -29,6 +34,8 @@ struct Inner {
     transport: Transport,
     membership: Membership,
     env: Environment,
+    /// Held for the node's life: one process per data directory.
+    _lock: Option<File>,
 }
 
 impl std::fmt::Debug for Node {
@@ -39,12 +46,49 @@ impl std::fmt::Debug for Node {
     }
 }
 
+/// Opens (creating it if needed) and locks the data directory.
+fn open_data_dir(dir: &std::path::Path) -> Result<(File, FileCell), NodeError> {
+    let err = |reason: String| NodeError::DataDir {
+        dir: dir.display().to_string(),
+        reason,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+    let lock = File::create(dir.join("LOCK")).map_err(|e| err(e.to_string()))?;
+    lock.try_lock().map_err(|_| {
+        err(
+            "another shoal node is using it (LOCK is held); give each node its own --data-dir"
+                .into(),
+        )
+    })?;
+    Ok((lock, FileCell::new(dir.join("membership.state"))))
+}
+
 impl Node {
-    /// Binds the endpoint and joins the cluster through the seeds.
+    /// Binds the endpoint and joins the cluster through the seeds. Durable state goes to
+    /// `config.data_dir` (or memory, lost on restart, without one).
     pub async fn start(
         config: NodeConfig,
         identity: NodeIdentity,
         env: Environment,
+    ) -> Result<Self, NodeError> {
+        let (lock, cell): (Option<File>, Arc<dyn DurableCell>) = match &config.data_dir {
+            Some(dir) => {
+                let (lock, cell) = open_data_dir(dir)?;
+                (Some(lock), Arc::new(cell))
+            }
+            None => (None, Arc::new(MemCell::new())),
+        };
+        Self::start_with_cell(config, identity, env, cell, lock).await
+    }
+
+    /// Starts with durable state in `cell` (the simulator passes each node a memory cell
+    /// that survives its restarts).
+    pub async fn start_with_cell(
+        config: NodeConfig,
+        identity: NodeIdentity,
+        env: Environment,
+        cell: Arc<dyn DurableCell>,
+        lock: Option<File>,
     ) -> Result<Self, NodeError> {
         if identity.name() != config.name {
             return Err(NodeError::Config(format!(
@@ -69,7 +113,10 @@ impl Node {
         mc.gossip_interval = config.gossip_interval;
         mc.failure_detector = config.failure_detector.clone();
         mc.leave_grace = config.leave_grace;
-        let membership = Membership::start(mc, &transport, env.clock.as_ref()).await?;
+        mc.down_after = config.down_after;
+        mc.bootstrap = config.bootstrap;
+        mc.quorum_slack = config.quorum_slack;
+        let membership = Membership::start(mc, &transport, &env, cell).await?;
         info!(node = %config.name, listen = %transport.local_addr(), %advertise, "node started");
         Ok(Self {
             inner: Arc::new(Inner {
@@ -77,6 +124,7 @@ impl Node {
                 transport,
                 membership,
                 env,
+                _lock: lock,
             }),
         })
     }

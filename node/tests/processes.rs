@@ -131,3 +131,74 @@ async fn a_node_with_a_foreign_ca_never_appears() {
     assert_eq!(info.members[0].status, "joining");
     c.stop_all().await;
 }
+
+fn epoch_members(info: &shoal::api::ClusterInfo) -> Vec<(String, u64)> {
+    info.config_members
+        .iter()
+        .map(|m| (m.name.clone(), m.generation))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_processes_remove_two_killed_nodes_and_add_them_back_as_new_generations() {
+    let mut c = cluster();
+    c.set_down_after(Duration::from_secs(2));
+    let names = ["n1", "n2", "n3", "n4", "n5"];
+    c.add_node("n1", &[]).unwrap();
+    c.add_node("n2", &["n1"]).unwrap();
+    for n in &names[2..] {
+        c.add_node(n, &["n1", "n2"]).unwrap();
+    }
+    for n in names {
+        c.start(n).unwrap();
+    }
+    let mut before = None;
+    for n in names {
+        let info = c
+            .wait_for(n, DEADLINE, "a 5-member configuration", |i| {
+                i.config_members.len() == 5 && i.up().len() == 5
+            })
+            .await
+            .unwrap();
+        assert!(info.in_majority);
+        before.get_or_insert(info);
+    }
+    let before = before.unwrap();
+    let old: std::collections::BTreeMap<String, u64> = epoch_members(&before).into_iter().collect();
+
+    // SIGKILL two: the three survivors still form a majority and commit the removal.
+    c.kill("n4").await.unwrap();
+    c.kill("n5").await.unwrap();
+    for n in ["n1", "n2", "n3"] {
+        let info = c
+            .wait_for(n, DEADLINE, "n4 and n5 removed", |i| {
+                let m: Vec<&str> = i.config_members.iter().map(|m| m.name.as_str()).collect();
+                m == ["n1", "n2", "n3"]
+            })
+            .await
+            .unwrap();
+        assert!(info.epoch > before.epoch, "a new epoch was committed");
+        assert!(info.in_majority);
+    }
+
+    // Restarted with their data directories, they learn they were removed and are added
+    // back as new generations.
+    c.start("n4").unwrap();
+    c.start("n5").unwrap();
+    for n in names {
+        let info = c
+            .wait_for(n, DEADLINE, "all five members again", |i| {
+                i.config_members.len() == 5 && i.up().len() == 5
+            })
+            .await
+            .unwrap();
+        for (name, generation) in epoch_members(&info) {
+            if name == "n4" || name == "n5" {
+                assert!(generation > old[&name], "{name} is a new generation");
+            } else {
+                assert_eq!(generation, old[&name], "{name} kept its place");
+            }
+        }
+    }
+    c.stop_all().await;
+}

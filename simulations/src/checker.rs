@@ -47,6 +47,8 @@ pub struct Detection {
     pub by: BTreeMap<String, f64>,
     /// Observers that saw it live at the crash.
     pub expected: BTreeSet<String>,
+    /// Seconds after the crash by which every expected observer must have reported it.
+    pub deadline: f64,
     /// The observers' generations at the crash (an observer that restarted since cannot
     /// report it).
     pub observer_generations: BTreeMap<String, u64>,
@@ -73,19 +75,24 @@ pub struct MembershipChecker {
     leaving: BTreeSet<(String, String, u64)>,
     /// Seconds of fault-free network after which a running node must not be reported failed.
     quiet_window: f64,
-    /// A crashed node down longer than this must have been reported by every observer.
+    /// A crashed node down longer than this must have been reported by every observer, when
+    /// the network had been fault-free for the quiet window before the crash...
     detection_deadline: f64,
+    /// ... and this long when it had not (the detector's mean interval may be inflated by
+    /// the faults, up to its cap).
+    faulty_detection_deadline: f64,
     detections: Vec<(u64, Detection)>,
 }
 
 impl MembershipChecker {
-    pub fn new(quiet_window: f64, detection_deadline: f64) -> Self {
+    pub fn new(quiet_window: f64, detection_deadline: f64, faulty_detection_deadline: f64) -> Self {
         Self {
             violations: Vec::new(),
             incarnations: BTreeSet::new(),
             leaving: BTreeSet::new(),
             quiet_window,
             detection_deadline,
+            faulty_detection_deadline,
             detections: Vec::new(),
         }
     }
@@ -111,19 +118,26 @@ impl MembershipChecker {
     }
 
     /// A node crashed; `observers` (name and generation) are the running nodes that saw it
-    /// live and are expected to notice.
+    /// live and are expected to notice. `quiet` says whether the network had been fault-free
+    /// for the quiet window.
     pub fn crashed(
         &mut self,
         at: f64,
         name: &str,
         generation: u64,
         observers: BTreeMap<String, u64>,
+        quiet: bool,
     ) {
         self.detections.push((
             generation,
             Detection {
                 node: name.to_string(),
                 crashed_at: at,
+                deadline: if quiet {
+                    self.detection_deadline
+                } else {
+                    self.faulty_detection_deadline
+                },
                 by: BTreeMap::new(),
                 expected: observers.keys().cloned().collect(),
                 observer_generations: observers,
@@ -245,7 +259,7 @@ impl MembershipChecker {
     fn check_detections(&mut self, at: f64, cluster: &SimCluster) {
         let mut late = Vec::new();
         for (generation, d) in &mut self.detections {
-            if d.checked || at - d.crashed_at < self.detection_deadline {
+            if d.checked || at - d.crashed_at < d.deadline {
                 continue;
             }
             d.checked = true;
@@ -275,7 +289,7 @@ impl MembershipChecker {
                     d.node,
                     d.crashed_at,
                     missing.join(", "),
-                    self.detection_deadline
+                    d.deadline
                 ));
             }
         }
@@ -316,6 +330,33 @@ pub fn agreement(views: &[(String, MembershipView)], cluster: &SimCluster) -> Re
                     m.name, m.generation
                 ));
             }
+        }
+    }
+    // The configuration: one newest epoch everywhere, holding exactly the running
+    // incarnations.
+    let running: BTreeSet<(&str, u64)> = expected.iter().map(|(n, g)| (*n, *g)).collect();
+    let mut epoch = None;
+    for (observer, view) in views {
+        let Some(c) = &view.configuration else {
+            return Err(format!("{observer} knows no committed configuration"));
+        };
+        if *epoch.get_or_insert(c.epoch) != c.epoch {
+            return Err(format!(
+                "{observer} knows epoch {}, another node epoch {}",
+                c.epoch,
+                epoch.unwrap_or_default()
+            ));
+        }
+        let members: BTreeSet<(&str, u64)> = c
+            .members
+            .iter()
+            .map(|m| (m.name.as_str(), m.generation))
+            .collect();
+        if members != running {
+            return Err(format!(
+                "{observer}'s epoch {} holds {members:?}, the running incarnations are {running:?}",
+                c.epoch
+            ));
         }
     }
     Ok(())

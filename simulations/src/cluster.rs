@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal::membership::MembershipEvent;
+use shoal::membership::{Committed, MemCell, MembershipEvent};
 use shoal::transport::{Environment, NodeIdentity, NodeRng};
 use shoal::{Node, NodeConfig};
 use tokio::sync::mpsc;
@@ -41,12 +41,20 @@ pub fn node_name(i: usize) -> String {
     format!("n{}", i + 1)
 }
 
-/// A membership event as one node reported it.
+/// What a node reported, and when.
 #[derive(Debug, Clone)]
 pub struct Observed {
     pub at: Instant,
     pub observer: String,
-    pub event: MembershipEvent,
+    pub what: Report,
+}
+
+#[derive(Debug, Clone)]
+pub enum Report {
+    /// A membership event.
+    Member(MembershipEvent),
+    /// A configuration the node learned is committed.
+    Commit(Committed),
 }
 
 /// Knobs that tune the nodes, all at production defaults unless a test says otherwise.
@@ -54,6 +62,9 @@ pub struct Observed {
 pub struct NodeSettings {
     pub gossip_interval: Duration,
     pub phi_threshold: f64,
+    pub down_after: Duration,
+    /// Planted bug: votes short of a majority that still count.
+    pub quorum_slack: usize,
 }
 
 impl Default for NodeSettings {
@@ -62,6 +73,8 @@ impl Default for NodeSettings {
         Self {
             gossip_interval: defaults.gossip_interval,
             phi_threshold: defaults.failure_detector.phi_threshold,
+            down_after: defaults.down_after,
+            quorum_slack: 0,
         }
     }
 }
@@ -79,6 +92,8 @@ pub struct SimNode {
     pub generation: Option<u64>,
     /// Left gracefully (and not restarted since).
     pub left: bool,
+    /// The node's "disk": durable state that survives its crashes and restarts.
+    pub disk: MemCell,
     forwarder: Option<AbortHandle>,
 }
 
@@ -123,6 +138,7 @@ impl SimCluster {
                 incarnations: 0,
                 generation: None,
                 left: false,
+                disk: MemCell::new(),
                 forwarder: None,
             });
         }
@@ -170,25 +186,43 @@ impl SimCluster {
             clock: Arc::new(n.clock.clone()),
             rng: node_rng,
         };
-        let node = Node::start(config, n.identity.clone(), env).await?;
+        config.down_after = settings.down_after;
+        config.quorum_slack = settings.quorum_slack;
+        let node = Node::start_with_cell(
+            config,
+            n.identity.clone(),
+            env,
+            Arc::new(n.disk.clone()),
+            None,
+        )
+        .await?;
         let generation = node.membership().generation();
-        let mut rx = node.membership().subscribe();
+        let mut members = node.membership().subscribe();
+        let mut commits = node.membership().commits();
         let events = self.events.clone();
         let observer = n.name.clone();
         n.forwarder = Some(
             tokio::spawn(async move {
+                use tokio::sync::broadcast::error::RecvError;
                 loop {
-                    match rx.recv().await {
-                        Ok(event) => {
-                            let _ = events.send(Observed {
-                                at: Instant::now(),
-                                observer: observer.clone(),
-                                event,
-                            });
-                        }
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                        Err(_) => return,
-                    }
+                    let what = tokio::select! {
+                        biased;
+                        c = commits.recv() => match c {
+                            Ok(c) => Report::Commit(c),
+                            Err(RecvError::Lagged(_)) => continue,
+                            Err(_) => return,
+                        },
+                        e = members.recv() => match e {
+                            Ok(e) => Report::Member(e),
+                            Err(RecvError::Lagged(_)) => continue,
+                            Err(_) => return,
+                        },
+                    };
+                    let _ = events.send(Observed {
+                        at: Instant::now(),
+                        observer: observer.clone(),
+                        what,
+                    });
                 }
             })
             .abort_handle(),
@@ -249,6 +283,29 @@ impl SimCluster {
                 f.abort();
             }
         });
+    }
+
+    /// Nodes that took a new generation on their own (they found themselves removed and
+    /// rejoined): `(index, old, new)`. The records follow.
+    pub fn refresh_generations(&mut self) -> Vec<(usize, u64, u64)> {
+        let mut changed = Vec::new();
+        for n in &mut self.nodes {
+            let Some(node) = &n.node else { continue };
+            let now = node.membership().generation();
+            if let Some(old) = n.generation
+                && old != now
+            {
+                changed.push((n.index, old, now));
+                n.generation = Some(now);
+                trace_event!(
+                    self.trace,
+                    &n.name,
+                    "node.rejoin",
+                    "old_generation={old} generation={now}"
+                );
+            }
+        }
+        changed
     }
 
     pub fn set_clock_offset(&mut self, i: usize, ms: i64) {

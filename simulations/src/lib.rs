@@ -15,6 +15,7 @@ pub mod checker;
 pub mod cli;
 pub mod clock;
 pub mod cluster;
+pub mod config_checker;
 pub mod determinism;
 pub mod gossip_datagrams;
 pub mod membership_only;

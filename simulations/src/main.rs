@@ -16,6 +16,14 @@ fn main() -> ExitCode {
         std::process::abort();
     }
     shoal_sim::determinism::install(entropy::reseed);
+    // The nodes' own logs, on stderr, when RUST_LOG asks for them (never in the trace).
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .without_time()
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let cli = shoal_sim::cli::Cli::parse();
     match shoal_sim::cli::main(cli) {
         Ok(code) => code,

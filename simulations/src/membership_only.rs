@@ -81,7 +81,8 @@ async fn simulate(opts: RunOptions, max_rounds: u32) -> anyhow::Result<Membershi
         },
     );
     tokio::spawn(net.clone().run());
-    let transport = DatagramGossip::new(net.clone());
+    let transport: Arc<dyn chitchat::transport::Transport> =
+        Arc::new(DatagramGossip::new(net.clone()));
     let mut members = Vec::with_capacity(n);
     for i in 0..n {
         let mut config = MembershipConfig::new("sim", node_name(i), node_addr(i));
@@ -93,7 +94,7 @@ async fn simulate(opts: RunOptions, max_rounds: u32) -> anyhow::Result<Membershi
             .collect();
         let clock = SimClock::new(start);
         members.push(Arc::new(
-            Membership::start_with_gossip(config, &transport, &clock).await?,
+            Membership::start_with_gossip(config, transport.clone(), Arc::new(clock)).await?,
         ));
     }
     trace_event!(trace, "-", "started", "nodes={n}");

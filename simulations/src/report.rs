@@ -18,6 +18,10 @@ pub struct Summary {
     pub detection_secs: Vec<DetectionSummary>,
     pub heal_agreement_secs: Option<f64>,
     pub heal_deadline_secs: f64,
+    pub final_epoch: u64,
+    pub join_commit_median_secs: Option<f64>,
+    /// Seconds from a crash to the committed removal, for nodes that stayed down.
+    pub removal_commit_secs: Vec<f64>,
     pub packets_per_node_sec: f64,
     pub bytes_per_node_sec: f64,
     pub simulated_secs: f64,
@@ -57,6 +61,14 @@ impl From<&RunReport> for Summary {
                 .collect(),
             heal_agreement_secs: r.heal_agreement,
             heal_deadline_secs: r.heal_deadline,
+            final_epoch: r.final_epoch,
+            join_commit_median_secs: crate::config_checker::median(r.joins.clone()),
+            removal_commit_secs: r
+                .removals
+                .iter()
+                .filter(|x| !x.replaced)
+                .filter_map(|x| x.removed_after)
+                .collect(),
             packets_per_node_sec: r.packets_per_node_sec,
             bytes_per_node_sec: r.bytes_per_node_sec,
             simulated_secs: r.simulated_secs,
@@ -109,6 +121,37 @@ pub fn print_human(r: &RunReport, replay_extra: &str) {
             _ => println!(
                 "failure detection: {} crashed at {:.1}s; no observer reported it before it came back or the run ended",
                 d.node, d.crashed_at
+            ),
+        }
+    }
+    let joins = crate::config_checker::median(r.joins.clone());
+    let join_max = r.joins.iter().copied().fold(f64::NAN, f64::max);
+    println!(
+        "configuration: epoch {} at the end, {} epochs committed in the run{}",
+        r.final_epoch,
+        r.commits,
+        match joins {
+            Some(j) => format!(
+                "; joins committed {j:.2}s after the node started (median, max {join_max:.2}s)"
+            ),
+            None => String::new(),
+        }
+    );
+    for rm in &r.removals {
+        match rm.removed_after {
+            Some(t) => println!(
+                "  {} crashed at {:.1}s: {} committed {t:.2}s later",
+                rm.id,
+                rm.crashed_at,
+                if rm.replaced {
+                    "its replacement by the restarted node"
+                } else {
+                    "its removal"
+                }
+            ),
+            None => println!(
+                "  {} crashed at {:.1}s: still a member at the end",
+                rm.id, rm.crashed_at
             ),
         }
     }

@@ -11,7 +11,8 @@ use tokio::time::Instant;
 
 use crate::certs::SimCerts;
 use crate::checker::{Detection, MembershipChecker, Violation, agreement};
-use crate::cluster::{NodeSettings, Observed, SimCluster};
+use crate::cluster::{NodeSettings, Observed, Report, SimCluster};
+use crate::config_checker::{ConfigChecker, Removal};
 use crate::net::{LinkFaults, Net, NetConfig};
 use crate::scenario::{Action, Params, Step};
 use crate::trace::Trace;
@@ -22,6 +23,8 @@ use crate::{determinism, scenarios, trace_event};
 pub enum Bug {
     /// The failure detector never declares anyone dead.
     NoFailureDetection,
+    /// The configuration protocol counts one vote fewer than a majority as enough.
+    WeakQuorum,
 }
 
 /// What to run.
@@ -71,6 +74,12 @@ pub struct RunReport {
     /// Seconds from the heal until every node agreed.
     pub heal_agreement: Option<f64>,
     pub heal_deadline: f64,
+    /// The newest epoch committed anywhere, and how many epochs were committed in the run.
+    pub final_epoch: u64,
+    pub commits: usize,
+    /// Seconds from a node's start to the commit that made it a member.
+    pub joins: Vec<f64>,
+    pub removals: Vec<Removal>,
     pub simulated_secs: f64,
     pub wall_secs: f64,
     pub packets_per_node_sec: f64,
@@ -116,6 +125,17 @@ pub fn detection_deadline(s: &NodeSettings) -> f64 {
     phi * s.gossip_interval.as_secs_f64() * 2.0 + 5.0
 }
 
+/// The same for a crash during or soon after network faults: the detector's mean heartbeat
+/// interval may have grown to its cap (four gossip intervals).
+pub fn faulty_detection_deadline(s: &NodeSettings) -> f64 {
+    let phi = if s.phi_threshold.is_finite() {
+        s.phi_threshold
+    } else {
+        8.0
+    };
+    phi * s.gossip_interval.as_secs_f64() * 4.0 + 10.0
+}
+
 /// After this long without a network fault, no running node may be reported failed.
 pub fn quiet_window(s: &NodeSettings) -> f64 {
     let phi = if s.phi_threshold.is_finite() {
@@ -152,12 +172,14 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunReport> {
 struct World {
     cluster: SimCluster,
     checker: MembershipChecker,
+    configs: ConfigChecker,
     trace: Trace,
     net: Net,
     start: Instant,
     last_network_fault: Option<f64>,
     /// Starts that failed (the address still held by a leaving incarnation), retried later.
     retry_starts: Vec<(Instant, usize)>,
+    checker_quiet_window: f64,
 }
 
 impl World {
@@ -171,28 +193,57 @@ impl World {
         }
     }
 
+    /// Registers generations the nodes took on their own (rejoins after removal).
+    fn refresh(&mut self) {
+        let at = self.secs();
+        for (i, _old, new) in self.cluster.refresh_generations() {
+            let name = self.cluster.nodes[i].name.clone();
+            self.checker.started(&name, new);
+            self.configs
+                .started(at, shoal::membership::MemberId::new(name, new));
+        }
+    }
+
     fn on_event(&mut self, ev: Observed) {
+        self.refresh();
         self.note_faults();
         let at = (ev.at - self.start).as_secs_f64();
-        let m = ev.event.member();
-        trace_event!(
-            self.trace,
-            &ev.observer,
-            "member",
-            "{} {} generation={} status={} live={}",
-            ev.event.kind(),
-            m.name,
-            m.generation,
-            m.status,
-            m.live
-        );
-        self.checker.on_event(
-            at,
-            &ev.observer,
-            &ev.event,
-            &self.cluster,
-            self.last_network_fault,
-        );
+        match &ev.what {
+            Report::Member(event) => {
+                let m = event.member();
+                trace_event!(
+                    self.trace,
+                    &ev.observer,
+                    "member",
+                    "{} {} generation={} status={} live={}",
+                    event.kind(),
+                    m.name,
+                    m.generation,
+                    m.status,
+                    m.live
+                );
+                self.checker.on_event(
+                    at,
+                    &ev.observer,
+                    event,
+                    &self.cluster,
+                    self.last_network_fault,
+                );
+            }
+            Report::Commit(c) => {
+                trace_event!(
+                    self.trace,
+                    &ev.observer,
+                    "commit",
+                    "epoch={} digest={:x} members=[{}] quorum={}",
+                    c.epoch(),
+                    c.config.digest(),
+                    c.config.describe(),
+                    c.quorum.len()
+                );
+                self.configs.on_commit(at, &ev.observer, c);
+            }
+        }
     }
 
     fn views(&self) -> Vec<(String, shoal::membership::MembershipView)> {
@@ -203,6 +254,7 @@ impl World {
     }
 
     fn sample(&mut self) -> Result<(), String> {
+        self.refresh();
         self.note_faults();
         let views = self.views();
         let at = self.secs();
@@ -244,6 +296,8 @@ impl World {
                 if let Some(g) = n.generation {
                     let name = n.name.clone();
                     self.checker.started(&name, g);
+                    self.configs
+                        .started(at, shoal::membership::MemberId::new(name, g));
                 }
             }
             Action::Crash(i) => {
@@ -274,7 +328,15 @@ impl World {
                         .collect();
                     self.cluster.crash(i);
                     self.checker.observer_gone(&name);
-                    self.checker.crashed(at, &name, generation, observers);
+                    self.configs.crashed(
+                        at,
+                        shoal::membership::MemberId::new(name.clone(), generation),
+                    );
+                    let quiet = self
+                        .last_network_fault
+                        .is_none_or(|t| at - t >= self.checker_quiet_window);
+                    self.checker
+                        .crashed(at, &name, generation, observers, quiet);
                 }
             }
             Action::Leave(i) => {
@@ -288,6 +350,15 @@ impl World {
                     .map(|g| g.iter().map(|&i| self.cluster.ip(i)).collect())
                     .collect();
                 self.net.partition(&ips);
+                let names: Vec<Vec<String>> = groups
+                    .iter()
+                    .map(|g| {
+                        g.iter()
+                            .map(|&i| self.cluster.nodes[i].name.clone())
+                            .collect()
+                    })
+                    .collect();
+                self.configs.partitioned(at, &names);
             }
             Action::OneWay { from, to } => {
                 let from: Vec<_> = from.iter().map(|&i| self.cluster.ip(i)).collect();
@@ -314,6 +385,7 @@ impl World {
             Action::ClockOffset { node, ms } => self.cluster.set_clock_offset(*node, *ms),
             Action::Heal => {
                 self.net.heal();
+                self.configs.healed();
                 self.last_network_fault = Some(at);
             }
         }
@@ -352,8 +424,10 @@ async fn simulate(opts: RunOptions) -> anyhow::Result<RunReport> {
         trace.keep_in_memory();
     }
     let mut settings = opts.settings.clone();
-    if opts.bug == Some(Bug::NoFailureDetection) {
-        settings.phi_threshold = f64::INFINITY;
+    match opts.bug {
+        Some(Bug::NoFailureDetection) => settings.phi_threshold = f64::INFINITY,
+        Some(Bug::WeakQuorum) => settings.quorum_slack = 1,
+        None => {}
     }
     trace_event!(
         trace,
@@ -410,7 +484,13 @@ async fn simulate(opts: RunOptions) -> anyhow::Result<RunReport> {
         .map(|s| start + s.at);
     let mut world = World {
         cluster,
-        checker: MembershipChecker::new(quiet_window(&settings), detection_deadline(&settings)),
+        checker: MembershipChecker::new(
+            quiet_window(&settings),
+            detection_deadline(&settings),
+            faulty_detection_deadline(&settings),
+        ),
+        checker_quiet_window: quiet_window(&settings),
+        configs: ConfigChecker::new(),
         trace: trace.clone(),
         net: net.clone(),
         start,
@@ -463,6 +543,7 @@ async fn simulate(opts: RunOptions) -> anyhow::Result<RunReport> {
         "network healed; restarting crashed nodes"
     );
     net.heal();
+    world.configs.healed();
     world.last_network_fault = Some(world.secs());
     for i in 0..world.cluster.nodes.len() {
         let n = &world.cluster.nodes[i];
@@ -499,12 +580,14 @@ async fn simulate(opts: RunOptions) -> anyhow::Result<RunReport> {
     }
     let at = world.secs();
     let mut violations = world.checker.violations().to_vec();
+    violations.extend(world.configs.violations().iter().cloned());
+    violations.sort_by(|a, b| a.at.total_cmp(&b.at));
     if heal_agreement.is_none() {
         violations.push(Violation {
             at,
             checker: "agreement-after-heal",
             what: format!(
-                "the live nodes did not agree on the membership within {:.1}s of the heal; last disagreement: {last_disagreement}",
+                "the live nodes did not agree on the membership and configuration within {:.1}s of the heal; last disagreement: {last_disagreement}",
                 deadline.as_secs_f64()
             ),
         });
@@ -540,6 +623,10 @@ async fn simulate(opts: RunOptions) -> anyhow::Result<RunReport> {
         detections: world.checker.detections(),
         heal_agreement,
         heal_deadline: deadline.as_secs_f64(),
+        final_epoch: world.configs.newest(),
+        commits: world.configs.commits(),
+        joins: world.configs.joins.iter().map(|(_, s)| *s).collect(),
+        removals: world.configs.removals.clone(),
         simulated_secs,
         wall_secs: 0.0,
         packets_per_node_sec: sent_packets as f64 / per,

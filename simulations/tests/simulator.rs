@@ -196,6 +196,33 @@ fn a_planted_bug_is_caught_with_a_clear_report() {
 }
 
 #[test]
+fn a_weakened_quorum_is_caught_as_two_configurations_for_one_epoch() {
+    // One vote short of a majority counts as enough: in a 3|2 partition the minority then
+    // commits its own next epoch too.
+    let o = sim(&[
+        "sweep",
+        "--scenario",
+        "partition-majority",
+        "--seeds",
+        "1..2",
+        "--inject-bug",
+        "weak-quorum",
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("2 failing runs"), "{out}");
+    assert!(
+        out.contains("[one-config-per-epoch]") && out.contains("has two values"),
+        "the report names the epoch with two values: {out}"
+    );
+    assert!(out.contains("[minority-never-commits]"), "{out}");
+    assert!(
+        out.contains("replay: shoal-sim run --scenario partition-majority --seed 1 --inject-bug weak-quorum"),
+        "{out}"
+    );
+}
+
+#[test]
 fn the_determinism_command_compares_two_processes_per_seed() {
     let o = sim(&["determinism", "--seeds", "1..2", "--duration", "30s"]);
     let out = stdout(&o);

@@ -25,8 +25,8 @@ use crate::logging::LogFormat;
         shoal demo\n  \
         shoal certs init --dir ./certs\n  \
         shoal certs issue --dir ./certs --name n1\n  \
-        shoal node --name n1 --listen 127.0.0.1:7101 --certs ./certs --http 127.0.0.1:8101\n  \
-        shoal node --name n2 --listen 127.0.0.1:7102 --seeds 127.0.0.1:7101 --certs ./certs --http 127.0.0.1:8102\n  \
+        shoal node --name n1 --listen 127.0.0.1:7101 --certs ./certs --data-dir ./data/n1 --http 127.0.0.1:8101\n  \
+        shoal node --name n2 --listen 127.0.0.1:7102 --seeds 127.0.0.1:7101 --certs ./certs --data-dir ./data/n2 --http 127.0.0.1:8102\n  \
         shoal status --http 127.0.0.1:8101"
 )]
 pub struct Cli {
@@ -37,7 +37,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a node until SIGINT or SIGTERM (which make it leave the cluster gracefully).
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Create the cluster CA and issue node certificates.
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -50,8 +50,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
-    shoal node --name n1 --listen 127.0.0.1:7101 --certs ./certs --http 127.0.0.1:8101\n  \
-    shoal node --name n2 --listen 0.0.0.0:7100 --advertise 10.0.0.2:7100 --seeds 10.0.0.1:7100,shoal-0.shoal:7100 --certs /etc/shoal")]
+    shoal node --name n1 --listen 127.0.0.1:7101 --certs ./certs --data-dir ./data/n1 --http 127.0.0.1:8101\n  \
+    shoal node --name n2 --listen 0.0.0.0:7100 --advertise 10.0.0.2:7100 --seeds 10.0.0.1:7100,shoal-0.shoal:7100 --certs /etc/shoal --data-dir /var/lib/shoal")]
 pub struct NodeArgs {
     /// Node name: a DNS-style name (letters, digits, '-'), the SAN of the node's certificate.
     #[arg(long)]
@@ -80,6 +80,18 @@ pub struct NodeArgs {
     /// Failure-detector threshold: higher means slower detection and fewer false alarms.
     #[arg(long, default_value_t = 8.0)]
     pub phi_threshold: f64,
+    /// Directory for durable state: membership promises and the committed configuration
+    /// (created if needed; one node per directory). Without it, a restarted node forgets
+    /// them and cannot vote in its previous place.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Found a new cluster if this node has no stored configuration (implied when it has no
+    /// seeds). Never give it to a node that should join an existing cluster.
+    #[arg(long)]
+    pub bootstrap: bool,
+    /// Remove a member from the configuration once it has been reported dead this long.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub down_after: Duration,
     /// Log format on stderr. RUST_LOG filters (default: info).
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -120,7 +132,7 @@ pub struct StatusArgs {
 /// Runs a parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Node(args) => node::run(args).await,
+        Command::Node(args) => node::run(*args).await,
         Command::Certs(cmd) => certs::run(cmd),
         Command::Status(args) => status::run(args).await,
         Command::Demo => demo::run().await,

@@ -19,6 +19,9 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     config.cluster_id = args.cluster_id.clone();
     config.gossip_interval = args.gossip_interval;
     config.leave_grace = args.gossip_interval * 6;
+    config.data_dir = args.data_dir.clone();
+    config.bootstrap = args.bootstrap;
+    config.down_after = args.down_after;
     config.failure_detector = FailureDetectorSettings {
         phi_threshold: args.phi_threshold,
         ..FailureDetectorSettings::default()
@@ -35,7 +38,14 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
 
+    let memory_only = config.data_dir.is_none();
     let node = Node::start(config, identity, env).await?;
+    if memory_only {
+        warn!(
+            node = %node.name(),
+            "no --data-dir: membership state is kept in memory; after a restart this node cannot vote in its previous place"
+        );
+    }
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http_task = http.map(|listener| {
         let addr = listener.local_addr().ok();

@@ -26,13 +26,27 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
 pub fn table(info: &ClusterInfo) -> String {
     let up = info.up().len();
     let mut out = format!(
-        "cluster {}  ·  seen from {}  ·  {} members, {} live and up\n",
+        "cluster {}  ·  epoch {} ({} members{})  ·  seen from {}  ·  {} live and up\n",
         info.cluster_id,
+        info.epoch,
+        info.config_members.len(),
+        if info.epoch == 0 {
+            String::new()
+        } else if info.in_majority {
+            ", majority reachable".to_string()
+        } else {
+            ", NO MAJORITY REACHABLE: changes cannot commit on this side".to_string()
+        },
         info.self_name,
-        info.members.len(),
         up
     );
-    let rows: Vec<[String; 5]> = info
+    for p in &info.pending {
+        out.push_str(&format!("pending: {p}\n"));
+    }
+    if let Some(p) = &info.proposing {
+        out.push_str(&format!("proposing: {p}\n"));
+    }
+    let rows: Vec<[String; 6]> = info
         .members
         .iter()
         .map(|m| {
@@ -45,11 +59,12 @@ pub fn table(info: &ClusterInfo) -> String {
                 m.addr.clone(),
                 m.status.clone(),
                 if m.live { "yes".into() } else { "NO".into() },
+                if m.member { "yes".into() } else { "no".into() },
                 m.generation.to_string(),
             ]
         })
         .collect();
-    let header = ["NAME", "ADDRESS", "STATUS", "LIVE", "GENERATION"];
+    let header = ["NAME", "ADDRESS", "STATUS", "LIVE", "MEMBER", "GENERATION"];
     let mut widths = header.map(str::len);
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
