@@ -22,14 +22,28 @@ use crate::view::MembershipView;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     Add(ConfigMember),
-    Remove { id: MemberId, why: String },
+    Remove { id: MemberId, why: Why },
+}
+
+/// Why a member is removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Why {
+    /// Its name came back as this newer generation.
+    Restarted(u64),
+    Leaving,
+    /// Reported dead for this long.
+    Down(Duration),
 }
 
 impl std::fmt::Display for Change {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Change::Add(m) => write!(f, "add {} ({})", m.id, m.addr),
-            Change::Remove { id, why } => write!(f, "remove {id} ({why})"),
+            Change::Remove { id, why } => match why {
+                Why::Restarted(g) => write!(f, "remove {id} (restarted as generation {g})"),
+                Why::Leaving => write!(f, "remove {id} (it is leaving)"),
+                Why::Down(d) => write!(f, "remove {id} (down for {:.1}s)", d.as_secs_f64()),
+            },
         }
     }
 }
@@ -62,24 +76,21 @@ pub fn desired_changes(
         {
             changes.push(Change::Remove {
                 id: m.id.clone(),
-                why: format!("restarted as generation {}", v.generation),
+                why: Why::Restarted(v.generation),
             });
         } else if seen
             .is_some_and(|v| v.generation == m.id.generation && v.status == NodeStatus::Leaving)
         {
             changes.push(Change::Remove {
                 id: m.id.clone(),
-                why: "it is leaving".into(),
+                why: Why::Leaving,
             });
         } else if let Some(since) = down_since.get(&m.id)
             && now.saturating_duration_since(*since) >= down_after
         {
             changes.push(Change::Remove {
                 id: m.id.clone(),
-                why: format!(
-                    "down for {:.1}s",
-                    now.saturating_duration_since(*since).as_secs_f64()
-                ),
+                why: Why::Down(now.saturating_duration_since(*since)),
             });
         }
     }

@@ -23,7 +23,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use crate::changes::{Change, apply, desired_changes};
+use crate::changes::{Change, Why, apply, desired_changes};
 use crate::configuration::{Committed, ConfigMember, Configuration, MemberId};
 use crate::durable::DurableCell;
 use crate::membership::{Inner, MembershipError};
@@ -622,6 +622,10 @@ impl ConfigManager {
         let mut pending_since: Option<Instant> = None;
         let mut takeover = gossip_interval * 4 + self.rng.jitter(gossip_interval * 8);
         let mut not_before = Instant::now();
+        // When a member last came back after being seen down: right after a partition heals,
+        // members come back one by one as the failure detector hears from them again, and a
+        // proposer that regains a majority must not remove the ones not heard from yet.
+        let mut last_recovery: Option<Instant> = None;
         if let Some(inner) = self.membership.upgrade() {
             self.publish(&inner).await;
             self.settle_status(&inner).await;
@@ -651,12 +655,25 @@ impl ConfigManager {
                         .member(&m.id.name)
                         .is_some_and(|v| v.live && v.generation == m.id.generation);
                 if live {
-                    down_since.remove(&m.id);
+                    if down_since.remove(&m.id).is_some() {
+                        last_recovery = Some(now);
+                    }
                 } else {
                     down_since.entry(m.id.clone()).or_insert(now);
                 }
             }
-            let changes = desired_changes(&config, &view, &down_since, now, down_after);
+            let mut changes = desired_changes(&config, &view, &down_since, now, down_after);
+            if last_recovery.is_some_and(|t| now.duration_since(t) < gossip_interval * 6) {
+                changes.retain(|c| {
+                    !matches!(
+                        c,
+                        Change::Remove {
+                            why: Why::Down(_),
+                            ..
+                        }
+                    )
+                });
+            }
             *lock(&self.pending) = changes.iter().map(|c| c.to_string()).collect();
             self.show(&view, Some(&config), now);
             if changes.is_empty() {

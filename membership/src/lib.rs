@@ -20,7 +20,7 @@ pub mod paxos;
 mod status;
 mod view;
 
-pub use changes::{Change, desired_changes};
+pub use changes::{Change, Why, desired_changes};
 pub use config::{FailureDetectorSettings, MembershipConfig, validate_seed};
 pub use config_manager::CONFIG_SERVICE;
 pub use configuration::{Committed, ConfigMember, Configuration, MemberId};

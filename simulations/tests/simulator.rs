@@ -217,7 +217,9 @@ fn a_weakened_quorum_is_caught_as_two_configurations_for_one_epoch() {
     );
     assert!(out.contains("[minority-never-commits]"), "{out}");
     assert!(
-        out.contains("replay: shoal-sim run --scenario partition-majority --seed 1 --inject-bug weak-quorum"),
+        out.contains(
+            "replay: shoal-sim run --scenario partition-majority --seed 1 --inject-bug weak-quorum"
+        ),
         "{out}"
     );
 }

@@ -56,7 +56,7 @@ fn describe(info: &ClusterInfo) -> String {
             }
         })
         .collect();
-    format!("[{}]", parts.join(", "))
+    format!("epoch {} [{}]", info.epoch, parts.join(", "))
 }
 
 pub async fn run() -> anyhow::Result<()> {
@@ -106,7 +106,7 @@ async fn script(cluster: &mut LocalCluster) -> anyhow::Result<()> {
         .await
         .context("the cluster did not converge")?;
     n.say(format!(
-        "converged: every node sees n1, n2, n3 live and up ({:.1}s)",
+        "converged: every node sees n1, n2, n3 live and up, members of one committed configuration ({:.1}s)",
         t.elapsed().as_secs_f64()
     ));
     println!("\n$ shoal status --http {}", cluster.node("n1")?.http);
@@ -140,15 +140,16 @@ async fn script(cluster: &mut LocalCluster) -> anyhow::Result<()> {
     cluster.start("n3")?;
     let t = Instant::now();
     watch(cluster, &mut n, &NODES, |_, info| {
-        info.member("n3")
-            .is_some_and(|m| m.live && m.status == "up" && m.generation > old_generation)
-            && info.up().len() == 3
+        info.member("n3").is_some_and(|m| {
+            m.live && m.status == "up" && m.member && m.generation > old_generation
+        }) && info.up().len() == 3
     })
     .await
     .context("n3 did not rejoin")?;
     let new_generation = generation(cluster, "n1", "n3").await?;
+    let epoch = cluster.cluster_info("n1").await?.epoch;
     n.say(format!(
-        "n3 rejoined as generation {new_generation} (was {old_generation}); all nodes agree ({:.1}s)",
+        "n3 rejoined as generation {new_generation} (was {old_generation}); epoch {epoch} replaced its old incarnation; all nodes agree ({:.1}s)",
         t.elapsed().as_secs_f64()
     ));
     println!("\n$ shoal status --http {}", cluster.node("n2")?.http);
