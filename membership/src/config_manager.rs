@@ -28,7 +28,7 @@ use crate::configuration::{Committed, ConfigMember, Configuration, MemberId};
 use crate::durable::DurableCell;
 use crate::membership::{Inner, MembershipError};
 use crate::paxos::{
-    Ballot, ConfigRequest, ConfigResponse, DurableState, Refusal, accept, choose_value,
+    Ballot, ConfigRequest, ConfigResponse, DurableState, Refusal, choose_value, vote_durably,
 };
 use crate::status::{NodeStatus, keys};
 use crate::view::{ConfigView, MembershipView};
@@ -235,23 +235,13 @@ impl ConfigManager {
 
     /// The acceptor, with the durable state stored before the reply.
     fn acceptor(&self, req: &ConfigRequest) -> ConfigResponse {
-        let mut st = lock(&self.state);
-        let mut next = st.clone();
-        let (reply, changed) = accept(&mut next, &self.name, req);
-        if let Some(ballot) = match req {
-            ConfigRequest::Prepare { ballot, .. } | ConfigRequest::Accept { ballot, .. } => {
-                Some(ballot)
-            }
-            _ => None,
-        } {
+        if let ConfigRequest::Prepare { ballot, .. } | ConfigRequest::Accept { ballot, .. } = req {
             self.max_round.fetch_max(ballot.round, Ordering::Relaxed);
         }
-        if changed {
-            if let Err(e) = self.persist(&next) {
-                error!(node = %self.name, error = %e, "refusing to vote: the vote could not be made durable");
-                return ConfigResponse::Refused(Refusal::NotAcceptor);
-            }
-            *st = next;
+        let mut st = lock(&self.state);
+        let reply = vote_durably(&mut st, &self.name, req, |next| self.persist(next));
+        if let ConfigResponse::Refused(Refusal::Unavailable(e)) = &reply {
+            error!(node = %self.name, error = %e, "refusing to vote: the vote could not be made durable");
         }
         reply
     }

@@ -110,6 +110,9 @@ pub enum Refusal {
     Behind { epoch: u64 },
     /// The acceptor is not a member of the configuration the instance builds on.
     NotAcceptor,
+    /// The acceptor cannot vote now: its vote could not be made durable (a full disk, a
+    /// failing device).
+    Unavailable(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,6 +187,25 @@ pub fn accept(state: &mut DurableState, me: &str, req: &ConfigRequest) -> (Confi
         }
         _ => unreachable!("only Prepare and Accept reach here"),
     }
+}
+
+/// The acceptor with its durability rule: the new state is stored through `store` before
+/// the reply is returned, and a store failure leaves `state` unchanged and refuses the vote.
+pub fn vote_durably(
+    state: &mut DurableState,
+    me: &str,
+    req: &ConfigRequest,
+    store: impl FnOnce(&DurableState) -> Result<(), String>,
+) -> ConfigResponse {
+    let mut next = state.clone();
+    let (reply, changed) = accept(&mut next, me, req);
+    if changed {
+        if let Err(e) = store(&next) {
+            return ConfigResponse::Refused(Refusal::Unavailable(e));
+        }
+        *state = next;
+    }
+    reply
 }
 
 /// Phase 2's value: the highest-ballot value any promise reported, else `own`.
@@ -339,6 +361,35 @@ mod tests {
             },
         );
         assert_eq!(r, ConfigResponse::Refused(Refusal::NotAcceptor));
+    }
+
+    #[test]
+    fn a_vote_that_cannot_be_stored_is_refused_and_forgotten() {
+        let (mut s, _) = acceptors();
+        let before = s[0].clone();
+        let req = ConfigRequest::Prepare {
+            epoch: 3,
+            ballot: ballot(1, "a"),
+        };
+        let r = vote_durably(&mut s[0], "a", &req, |_| {
+            Err("No space left on device".into())
+        });
+        assert_eq!(
+            r,
+            ConfigResponse::Refused(Refusal::Unavailable("No space left on device".into()))
+        );
+        assert_eq!(s[0], before, "nothing promised");
+        let mut stored = None;
+        let r = vote_durably(&mut s[0], "a", &req, |st| {
+            stored = Some(st.clone());
+            Ok(())
+        });
+        assert!(matches!(r, ConfigResponse::Promise { .. }));
+        assert_eq!(
+            stored.as_ref(),
+            Some(&s[0]),
+            "the promise was stored before the reply"
+        );
     }
 
     /// Exhaustive over small interleavings: two proposers with different values race through

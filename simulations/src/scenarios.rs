@@ -67,6 +67,13 @@ pub fn all() -> Vec<Scenario> {
             plan: crash_restart,
         },
         Scenario {
+            name: "crash-stop",
+            about: "a minority of nodes crash and stay down until the heal: the rest remove them",
+            default_nodes: 5,
+            default_duration: Duration::from_secs(60),
+            plan: crash_stop,
+        },
+        Scenario {
             name: "clock-skew",
             about: "node clocks hours apart; some restart with their clock stepped back",
             default_nodes: 5,
@@ -190,6 +197,18 @@ fn crash_restart(p: &Params, rng: &NodeRng) -> Vec<Step> {
             s.at(back, Action::Start(v));
         }
         t = back + between(rng, 10.0, 20.0);
+    }
+    s.build()
+}
+
+fn crash_stop(p: &Params, rng: &NodeRng) -> Vec<Step> {
+    let mut s = Schedule::new();
+    s.start_all(p.nodes);
+    let minority = (p.nodes - 1) / 2;
+    let victims = pick(rng, p.nodes, 1 + rng.below(minority.max(1) as u64) as usize);
+    let at = between(rng, 15.0, 25.0);
+    for v in victims {
+        s.at(at, Action::Crash(v));
     }
     s.build()
 }
@@ -322,7 +341,7 @@ mod tests {
     #[test]
     fn crashes_never_take_a_majority_down() {
         for seed in 0..50 {
-            for name in ["crash-restart", "chaos"] {
+            for name in ["crash-restart", "crash-stop", "chaos"] {
                 let (s, p) = params(name);
                 let mut down = std::collections::BTreeSet::new();
                 for step in (s.plan)(&p, &NodeRng::seeded(seed)) {

@@ -138,6 +138,7 @@ fn every_scenario_passes_on_a_handful_of_seeds() {
         "one-way",
         "flaky-network",
         "crash-restart",
+        "crash-stop",
         "clock-skew",
         "chaos",
     ] {
