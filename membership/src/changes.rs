@@ -1,8 +1,8 @@
 //! Which configuration changes gossip calls for: a pure function of the committed
 //! configuration, the gossip view and how long each member has been down.
 //!
-//! - add a live node that gossips `joining`, speaks our protocol and belongs to no other
-//!   cluster lineage;
+//! - add a live node that gossips `joining`, speaks our protocol, belongs to no other
+//!   cluster lineage and was started with our shard count;
 //! - remove a member whose name came back as a newer live incarnation (it restarted);
 //! - remove a member that announced `leaving`;
 //! - remove a member the failure detector has reported dead for `down_after`.
@@ -63,7 +63,8 @@ pub fn desired_changes(
     for v in view.live() {
         let id = MemberId::new(v.name.clone(), v.generation);
         let compatible = v.protocol == Some(PROTOCOL_VERSION)
-            && v.lineage.as_ref().is_none_or(|l| *l == lineage);
+            && v.lineage.as_ref().is_none_or(|l| *l == lineage)
+            && v.shards.is_none_or(|s| s == config.placement.shards);
         if v.status == NodeStatus::Joining && compatible && !config.contains(&id) {
             adds.push(ConfigMember { id, addr: v.addr });
         }
@@ -149,6 +150,7 @@ mod tests {
             data_addr: None,
             config_epoch: None,
             lineage: None,
+            shards: None,
         }
     }
 

@@ -30,6 +30,9 @@ pub struct MembershipConfig {
     /// Found a new cluster (epoch 1, this node alone) if no configuration is stored. Also
     /// implied when the node has no seed but itself.
     pub bootstrap: bool,
+    /// Entity placement if this node founds the cluster. A node whose shard count differs
+    /// from its cluster's refuses to join, and says why.
+    pub placement: crate::configuration::Placement,
     /// Limit on one configuration-protocol request (default 1 s).
     pub config_request_timeout: Duration,
     /// Votes short of a majority that still count as one. Always 0: only the simulator's
@@ -94,6 +97,7 @@ impl MembershipConfig {
             extra_keys: Vec::new(),
             down_after: Duration::from_secs(10),
             bootstrap: false,
+            placement: Default::default(),
             config_request_timeout: Duration::from_secs(1),
             quorum_slack: 0,
         }

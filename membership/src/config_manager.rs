@@ -165,7 +165,6 @@ impl ConfigManager {
             id: MemberId::new(self.name.clone(), inner.generation()),
             addr: inner.config.advertise_addr,
         };
-        drop(inner);
         let stored = lock(&self.state).committed.clone();
         match stored {
             Some(c) => info!(
@@ -176,7 +175,11 @@ impl ConfigManager {
             ),
             None if bootstrap => {
                 let lineage = self.rng.next_u64();
-                let genesis = Committed::genesis(Configuration::genesis(lineage, me));
+                let genesis = Committed::genesis(Configuration::genesis_with(
+                    lineage,
+                    me,
+                    inner.config.placement,
+                ));
                 let mut st = lock(&self.state);
                 let mut next = st.clone();
                 next.adopt(genesis.clone());
@@ -270,6 +273,20 @@ impl ConfigManager {
                 && k.lineage != c.config.lineage
             {
                 self.warn_lineage(from, c.config.lineage, k.lineage);
+                return;
+            }
+            let mine = inner.config.placement.shards;
+            if c.config.placement.shards != mine {
+                if lock(&self.warned).insert(format!("shards/{}", c.config.placement.shards)) {
+                    error!(
+                        node = %self.name,
+                        cluster_shards = c.config.placement.shards,
+                        node_shards = mine,
+                        "refusing to join: the cluster was created with {} shards and this node with {mine}; restart it with --shards {}",
+                        c.config.placement.shards,
+                        c.config.placement.shards
+                    );
+                }
                 return;
             }
             if let Err(e) = c.verify_with_slack(st.config(), inner.config.quorum_slack) {

@@ -50,18 +50,48 @@ pub struct Configuration {
     pub lineage: u64,
     /// Sorted by id; names are unique.
     pub members: Vec<ConfigMember>,
+    /// How entities are placed; fixed when the cluster is bootstrapped.
+    pub placement: Placement,
+}
+
+/// How entities are placed on members: fixed for the life of a cluster, because every node
+/// must compute the same shard table from the same members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Placement {
+    /// Number of shards (default 1024).
+    pub shards: u32,
+    /// Points per member on the consistent-hashing ring (default 256).
+    pub vnodes: u32,
+    /// Replicas per shard, the primary included (default 3).
+    pub replicas: u32,
+}
+
+impl Default for Placement {
+    fn default() -> Self {
+        Self {
+            shards: 1024,
+            vnodes: 256,
+            replicas: 3,
+        }
+    }
 }
 
 /// A short fingerprint of a configuration, gossiped next to its epoch.
 pub type Digest = u64;
 
 impl Configuration {
-    /// Epoch 1 of a new cluster: its founder alone.
+    /// Epoch 1 of a new cluster: its founder alone, default placement.
     pub fn genesis(lineage: u64, founder: ConfigMember) -> Self {
+        Self::genesis_with(lineage, founder, Placement::default())
+    }
+
+    /// Epoch 1 of a new cluster with the given placement.
+    pub fn genesis_with(lineage: u64, founder: ConfigMember, placement: Placement) -> Self {
         Self {
             epoch: 1,
             lineage,
             members: vec![founder],
+            placement,
         }
     }
 
@@ -99,6 +129,7 @@ impl Configuration {
             epoch: self.epoch + 1,
             lineage: self.lineage,
             members,
+            placement: self.placement,
         }
     }
 

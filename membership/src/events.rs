@@ -194,6 +194,7 @@ mod tests {
             data_addr: None,
             config_epoch: None,
             lineage: None,
+            shards: None,
         }
     }
 

@@ -140,6 +140,10 @@ impl Membership {
         let mut keys = BTreeMap::new();
         keys.insert(keys::STATUS.to_string(), NodeStatus::Joining.to_string());
         keys.insert(keys::PROTOCOL.to_string(), PROTOCOL_VERSION.to_string());
+        keys.insert(
+            keys::SHARDS.to_string(),
+            config.placement.shards.to_string(),
+        );
         if let Some(data) = config.data_addr.filter(|a| *a != config.advertise_addr) {
             keys.insert(keys::DATA_ADDR.to_string(), data.to_string());
         }
@@ -458,6 +462,7 @@ fn build_members(
             data_addr: state.get(keys::DATA_ADDR).and_then(|v| v.parse().ok()),
             config_epoch: state.get(keys::CONFIG_EPOCH).and_then(|v| v.parse().ok()),
             lineage: state.get(keys::CONFIG_LINEAGE).map(str::to_string),
+            shards: state.get(keys::SHARDS).and_then(|v| v.parse().ok()),
         };
         let rank = (is_live, seen, id.generation_id);
         match by_name.get(&member.name) {

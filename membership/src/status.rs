@@ -16,6 +16,8 @@ pub mod keys {
     pub const CONFIG_DIGEST: &str = "config_digest";
     /// The lineage of the cluster the node belongs to (hex), drawn at bootstrap.
     pub const CONFIG_LINEAGE: &str = "config_lineage";
+    /// The shard count the node was started with.
+    pub const SHARDS: &str = "shards";
 }
 
 /// The wire protocol version this build speaks.

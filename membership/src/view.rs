@@ -26,6 +26,8 @@ pub struct Member {
     pub config_epoch: Option<u64>,
     /// The cluster lineage it belongs to (hex), once it knows a configuration.
     pub lineage: Option<String>,
+    /// The shard count it was started with.
+    pub shards: Option<u32>,
 }
 
 impl Member {

@@ -33,6 +33,10 @@ pub struct NodeConfig {
     pub bootstrap: bool,
     /// A member reported dead this long is removed from the configuration.
     pub down_after: Duration,
+    /// Number of shards; must match the cluster's (fixed when it was bootstrapped).
+    pub shards: u32,
+    /// Entity runtime settings (ask timeout, passivation, handoff).
+    pub entities: crate::entity::EntitySettings,
     /// Planted-bug knob of the simulator; always 0.
     #[doc(hidden)]
     pub quorum_slack: usize,
@@ -54,6 +58,8 @@ impl NodeConfig {
             data_dir: None,
             bootstrap: false,
             down_after: Duration::from_secs(10),
+            shards: shoal_sharding::DEFAULT_SHARDS,
+            entities: Default::default(),
             quorum_slack: 0,
         }
     }

@@ -25,14 +25,18 @@
 //! ```
 
 pub mod api;
+mod builder;
 pub mod cli;
 mod config;
+pub mod entity;
 pub mod http;
 pub mod local_cluster;
 pub mod logging;
 mod node;
 
+pub use builder::NodeBuilder;
 pub use config::NodeConfig;
 pub use node::{Node, NodeError};
 pub use shoal_membership as membership;
+pub use shoal_sharding as sharding;
 pub use shoal_transport as transport;

@@ -10,6 +10,7 @@ use shoal_transport::{Environment, NodeIdentity, Transport, TransportConfig, Tra
 use tracing::info;
 
 use crate::config::NodeConfig;
+use crate::entity::{AskError, Entity, Runtime};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -33,6 +34,7 @@ struct Inner {
     config: NodeConfig,
     transport: Transport,
     membership: Membership,
+    runtime: Runtime,
     env: Environment,
     /// Held for the node's life: one process per data directory.
     _lock: Option<File>,
@@ -64,31 +66,38 @@ fn open_data_dir(dir: &std::path::Path) -> Result<(File, FileCell), NodeError> {
 }
 
 impl Node {
-    /// Binds the endpoint and joins the cluster through the seeds. Durable state goes to
-    /// `config.data_dir` (or memory, lost on restart, without one).
+    /// Starts a node with the built-in entity kinds only (see [`crate::NodeBuilder`] to
+    /// register your own). Durable state goes to `config.data_dir` (or memory, lost on
+    /// restart, without one).
     pub async fn start(
         config: NodeConfig,
         identity: NodeIdentity,
         env: Environment,
     ) -> Result<Self, NodeError> {
-        let (lock, cell): (Option<File>, Arc<dyn DurableCell>) = match &config.data_dir {
+        crate::NodeBuilder::new(config).start(identity, env).await
+    }
+
+    /// Opens the durable cell for `config.data_dir` (or a memory one).
+    pub(crate) fn open_storage(
+        config: &NodeConfig,
+    ) -> Result<(Option<File>, Arc<dyn DurableCell>), NodeError> {
+        Ok(match &config.data_dir {
             Some(dir) => {
                 let (lock, cell) = open_data_dir(dir)?;
                 (Some(lock), Arc::new(cell))
             }
             None => (None, Arc::new(MemCell::new())),
-        };
-        Self::start_with_cell(config, identity, env, cell, lock).await
+        })
     }
 
-    /// Starts with durable state in `cell` (the simulator passes each node a memory cell
-    /// that survives its restarts).
-    pub async fn start_with_cell(
+    /// Starts with durable state in `cell` and the given entity kinds.
+    pub(crate) async fn start_parts(
         config: NodeConfig,
         identity: NodeIdentity,
         env: Environment,
         cell: Arc<dyn DurableCell>,
         lock: Option<File>,
+        kinds: std::collections::HashMap<String, Arc<dyn crate::entity::ErasedKind>>,
     ) -> Result<Self, NodeError> {
         if identity.name() != config.name {
             return Err(NodeError::Config(format!(
@@ -116,13 +125,23 @@ impl Node {
         mc.down_after = config.down_after;
         mc.bootstrap = config.bootstrap;
         mc.quorum_slack = config.quorum_slack;
+        mc.placement.shards = config.shards;
         let membership = Membership::start(mc, &transport, &env, cell).await?;
+        let runtime = Runtime::start(
+            transport.clone(),
+            membership.clone(),
+            kinds,
+            config.shards,
+            config.entities.clone(),
+            env.rng.fork(),
+        );
         info!(node = %config.name, listen = %transport.local_addr(), %advertise, "node started");
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
                 transport,
                 membership,
+                runtime,
                 env,
                 _lock: lock,
             }),
@@ -154,9 +173,44 @@ impl Node {
         self.inner.membership.view()
     }
 
-    /// Graceful stop: announce `leaving`, let the cluster see it, close every connection.
+    /// The entity runtime (routing, hosted shards).
+    pub fn entities(&self) -> &Runtime {
+        &self.inner.runtime
+    }
+
+    /// Asks entity `id` of kind `K`, wherever it lives, and waits for the reply (default
+    /// timeout, 5 s).
+    pub async fn ask<K: Entity>(&self, id: &str, cmd: K::Command) -> Result<K::Reply, AskError> {
+        let timeout = self.inner.runtime.default_timeout();
+        self.ask_timeout::<K>(id, cmd, timeout).await
+    }
+
+    /// [`Node::ask`] with an explicit timeout.
+    pub async fn ask_timeout<K: Entity>(
+        &self,
+        id: &str,
+        cmd: K::Command,
+        timeout: std::time::Duration,
+    ) -> Result<K::Reply, AskError> {
+        self.inner
+            .runtime
+            .ask_with::<K>(id, cmd, Vec::new(), timeout)
+            .await
+    }
+
+    /// Sends a command to entity `id` of kind `K` without waiting (at most once).
+    pub fn tell<K: Entity>(&self, id: &str, cmd: K::Command) {
+        self.inner.runtime.tell::<K>(id, cmd);
+    }
+
+    /// Graceful stop: announce `leaving`, wait for the configuration without this node, hand
+    /// every shard this node owns to its new owner, close every connection.
     pub async fn leave(&self) {
         self.inner.membership.leave().await;
+        self.inner
+            .runtime
+            .wait_handoffs(std::time::Duration::from_secs(30))
+            .await;
         self.inner.transport.shutdown().await;
         info!(node = %self.name(), "node stopped");
     }

@@ -33,7 +33,10 @@ mod tests {
     #[test]
     fn stable_values_and_separated_fields() {
         // Pinned: a change here moves every entity of every cluster.
-        assert_eq!(shard_of("kv", b"user-42", 1024), shard_of("kv", b"user-42", 1024));
+        assert_eq!(
+            shard_of("kv", b"user-42", 1024),
+            shard_of("kv", b"user-42", 1024)
+        );
         let pinned = [
             shard_of("kv", b"user-42", 1024).0,
             shard_of("counter", b"clicks", 1024).0,

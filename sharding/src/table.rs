@@ -124,7 +124,11 @@ impl ShardTable {
                     }
                 }
             }
-            debug_assert_eq!(primary, Some(sets[before]), "the walk starts where the ring's get does");
+            debug_assert_eq!(
+                primary,
+                Some(sets[before]),
+                "the walk starts where the ring's get does"
+            );
         }
         Self {
             spec,

@@ -119,6 +119,10 @@ fn balance_and_movement_report() {
             moved / ideal,
             moves.len()
         );
-        assert!(t.primary_balance() < 1.35, "n={n}: balance {}", t.primary_balance());
+        assert!(
+            t.primary_balance() < 1.35,
+            "n={n}: balance {}",
+            t.primary_balance()
+        );
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use shoal::membership::{Committed, MemCell, MembershipEvent};
 use shoal::transport::{Environment, NodeIdentity, NodeRng};
-use shoal::{Node, NodeConfig};
+use shoal::{Node, NodeBuilder, NodeConfig};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -188,14 +188,9 @@ impl SimCluster {
         };
         config.down_after = settings.down_after;
         config.quorum_slack = settings.quorum_slack;
-        let node = Node::start_with_cell(
-            config,
-            n.identity.clone(),
-            env,
-            Arc::new(n.disk.clone()),
-            None,
-        )
-        .await?;
+        let node = NodeBuilder::new(config)
+            .start_with_cell(n.identity.clone(), env, Arc::new(n.disk.clone()))
+            .await?;
         let generation = node.membership().generation();
         let mut members = node.membership().subscribe();
         let mut commits = node.membership().commits();

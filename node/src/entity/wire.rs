@@ -1,0 +1,79 @@
+//! What crosses the network for entities: requests to a shard's owner, their outcomes, and
+//! the handoff of a shard's state to its new owner.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use shoal_transport::ServiceId;
+
+use super::error::AskError;
+
+/// Entity requests (ask and tell).
+pub const ENTITY_SERVICE: ServiceId = ServiceId(2);
+/// Shard handoffs.
+pub const HANDOFF_SERVICE: ServiceId = ServiceId(3);
+
+/// An entity: its kind and id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EntityRef {
+    pub kind: String,
+    pub id: String,
+}
+
+impl std::fmt::Display for EntityRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.kind, self.id)
+    }
+}
+
+/// A command for an entity, sent to the node the sender believes owns its shard.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EntityRequest {
+    pub target: EntityRef,
+    pub command: Bytes,
+    /// Entities waiting on this call, outermost first (the reentrancy check).
+    pub chain: Vec<EntityRef>,
+    /// The sender's configuration epoch.
+    pub epoch: u64,
+    /// Already forwarded once by a node that did not own the shard.
+    pub forwarded: bool,
+}
+
+/// The outcome of an entity request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Outcome {
+    Reply(Bytes),
+    Failed(AskError),
+    /// Not served here now, but may be soon (the shard is moving, the node is catching up):
+    /// the sender retries until its timeout. `epoch` is the receiver's.
+    Retry {
+        reason: String,
+        epoch: u64,
+    },
+}
+
+/// One entity's state in a handoff.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HandedState {
+    pub entity: EntityRef,
+    pub state: Bytes,
+}
+
+/// A shard's entities, sent by its previous owner to its new one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Handoff {
+    pub shard: u32,
+    /// The epoch in which the receiver owns the shard.
+    pub epoch: u64,
+    pub from: String,
+    pub entities: Vec<HandedState>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum HandoffReply {
+    Installed,
+    /// The receiver does not own the shard in an epoch at least `epoch` (it forwards to the
+    /// owner it knows, or the sender tries later).
+    NotOwner {
+        epoch: u64,
+    },
+}
