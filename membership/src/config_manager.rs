@@ -192,7 +192,7 @@ impl ConfigManager {
                             lineage = %format!("{lineage:x}"),
                             "bootstrapped a new cluster: epoch 1 with this node alone"
                         );
-                        let _ = self.committed_tx.send(Some(genesis.clone()));
+                        self.committed_tx.send_replace(Some(genesis.clone()));
                         let _ = self.commits.send(genesis);
                     }
                     Err(e) => error!(node = %self.name, error = %e, "cannot bootstrap"),
@@ -310,7 +310,7 @@ impl ConfigManager {
             from,
             "configuration committed"
         );
-        let _ = self.committed_tx.send(Some(c.clone()));
+        self.committed_tx.send_replace(Some(c.clone()));
         let _ = self.commits.send(c.clone());
         self.publish(&inner).await;
         let removed = old.as_ref().is_some_and(|o| o.contains(&me)) && !c.config.contains(&me);

@@ -22,6 +22,19 @@ pub struct ClusterInfo {
     pub pending: Vec<String>,
     /// The proposal this node has in flight, if any.
     pub proposing: Option<String>,
+    /// Shards each node is primary for, in the shard table of `epoch`.
+    #[serde(default)]
+    pub shards: std::collections::BTreeMap<String, usize>,
+}
+
+/// One row of `GET /shards`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    pub shard: u32,
+    pub epoch: u64,
+    pub primary: String,
+    /// Primary first.
+    pub replicas: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +104,7 @@ impl From<&MembershipView> for ClusterInfo {
             in_majority: config.in_majority,
             pending: config.pending.clone(),
             proposing: config.proposing.clone(),
+            shards: Default::default(),
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The HTTP admin API, served on `--http`: `GET /cluster` and `GET /health`.
+//! The HTTP API, served on `--http`: the admin routes (`GET /cluster`, `GET /shards`,
+//! `GET /health`) and the gateway to the built-in kinds (see [`crate::gateway`]).
 //!
 //! HTTP is an edge adapter for operators and probes; it is not part of what the simulator
 //! runs, so it may open its own TCP listener.
@@ -6,22 +7,34 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use shoal_membership::NodeStatus;
 use tokio::net::TcpListener;
 
-use crate::api::{ClusterInfo, Health};
+use crate::api::{ClusterInfo, Health, ShardInfo};
+use crate::gateway;
 use crate::node::Node;
 
-/// The admin routes for `node`.
+/// Every route for `node`.
 pub fn router(node: Node) -> Router {
     Router::new()
         .route("/cluster", get(cluster))
+        .route("/shards", get(shards))
         .route("/health", get(health))
         .route("/health/live", get(live))
+        .route(
+            "/kv/{key}",
+            get(gateway::kv_get)
+                .put(gateway::kv_put)
+                .delete(gateway::kv_delete),
+        )
+        .route("/kv/{key}/cas", post(gateway::kv_cas))
+        .route("/counter/{id}", get(gateway::counter_get))
+        .route("/counter/{id}/add", post(gateway::counter_add))
+        .layer(DefaultBodyLimit::max(gateway::MAX_BODY))
         .with_state(node)
 }
 
@@ -47,7 +60,38 @@ pub async fn serve(
 }
 
 async fn cluster(State(node): State<Node>) -> Json<ClusterInfo> {
-    Json(ClusterInfo::from(&node.view()))
+    let mut info = ClusterInfo::from(&node.view());
+    if let Some((_, table)) = node.entities().table() {
+        info.shards = table
+            .primaries_per_member()
+            .into_iter()
+            .map(|(name, n)| (name.to_string(), n))
+            .collect();
+    }
+    Json(info)
+}
+
+/// The shard table in use: every shard with its primary and replicas, by node name.
+async fn shards(State(node): State<Node>) -> Json<Vec<ShardInfo>> {
+    let Some((epoch, table)) = node.entities().table() else {
+        return Json(Vec::new());
+    };
+    Json(
+        (0..table.shards())
+            .map(|s| {
+                let replicas: Vec<String> = table
+                    .replicas(shoal_sharding::ShardId(s))
+                    .map(str::to_string)
+                    .collect();
+                ShardInfo {
+                    shard: s,
+                    epoch,
+                    primary: replicas.first().cloned().unwrap_or_default(),
+                    replicas,
+                }
+            })
+            .collect(),
+    )
 }
 
 /// Ready when this node is `up`: 200; otherwise 503 with the status.

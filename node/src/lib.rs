@@ -29,6 +29,7 @@ mod builder;
 pub mod cli;
 mod config;
 pub mod entity;
+pub mod gateway;
 pub mod http;
 pub mod local_cluster;
 pub mod logging;

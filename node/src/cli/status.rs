@@ -46,7 +46,7 @@ pub fn table(info: &ClusterInfo) -> String {
     if let Some(p) = &info.proposing {
         out.push_str(&format!("proposing: {p}\n"));
     }
-    let rows: Vec<[String; 6]> = info
+    let rows: Vec<[String; 7]> = info
         .members
         .iter()
         .map(|m| {
@@ -60,11 +60,22 @@ pub fn table(info: &ClusterInfo) -> String {
                 m.status.clone(),
                 if m.live { "yes".into() } else { "NO".into() },
                 if m.member { "yes".into() } else { "no".into() },
+                info.shards
+                    .get(&m.name)
+                    .map_or("-".into(), |n| n.to_string()),
                 m.generation.to_string(),
             ]
         })
         .collect();
-    let header = ["NAME", "ADDRESS", "STATUS", "LIVE", "MEMBER", "GENERATION"];
+    let header = [
+        "NAME",
+        "ADDRESS",
+        "STATUS",
+        "LIVE",
+        "MEMBER",
+        "SHARDS",
+        "GENERATION",
+    ];
     let mut widths = header.map(str::len);
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
