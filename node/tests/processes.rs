@@ -202,3 +202,94 @@ async fn five_processes_remove_two_killed_nodes_and_add_them_back_as_new_generat
     }
     c.stop_all().await;
 }
+
+async fn http(
+    method: reqwest::Method,
+    url: String,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let client = reqwest::Client::new();
+    let mut req = client.request(method, &url);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    match req.send().await {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+        }
+        Err(_) => (0, serde_json::Value::Null),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_written_through_one_gateway_are_read_through_all_and_survive_a_join() {
+    use reqwest::Method as M;
+    let mut c = cluster();
+    c.add_node("n1", &[]).unwrap();
+    c.add_node("n2", &["n1"]).unwrap();
+    c.add_node("n3", &["n1"]).unwrap();
+    for n in ["n1", "n2", "n3"] {
+        c.start(n).unwrap();
+    }
+    for n in ["n1", "n2", "n3"] {
+        c.wait_for(n, DEADLINE, "3 members owning shards", |i| {
+            i.config_members.len() == 3 && i.shards.len() == 3
+        })
+        .await
+        .unwrap();
+    }
+    fn base(c: &LocalCluster, n: &str) -> String {
+        format!("http://{}", c.node(n).unwrap().http)
+    }
+    let keys: Vec<String> = (0..40).map(|i| format!("key-{i}")).collect();
+    for (i, k) in keys.iter().enumerate() {
+        let (s, v) = http(
+            M::PUT,
+            format!("{}/kv/{k}", base(&c, "n1")),
+            Some(serde_json::json!({"i": i})),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+    }
+    for n in ["n2", "n3"] {
+        for (i, k) in keys.iter().enumerate() {
+            let (s, v) = http(M::GET, format!("{}/kv/{k}", base(&c, n)), None).await;
+            assert_eq!(
+                (s, v["value"]["i"].as_u64()),
+                (200, Some(i as u64)),
+                "{k} through {n}"
+            );
+        }
+    }
+    // A fourth node joins: it receives shards, with their entities' state.
+    c.add_node("n4", &["n1"]).unwrap();
+    c.start("n4").unwrap();
+    let info = c
+        .wait_for("n4", DEADLINE, "a member owning shards", |i| {
+            i.config_members.len() == 4 && i.shards.get("n4").is_some_and(|&s| s > 0)
+        })
+        .await
+        .unwrap();
+    assert!(
+        info.shards["n4"] > 100,
+        "about a quarter of 1024: {:?}",
+        info.shards
+    );
+    for n in ["n1", "n2", "n3", "n4"] {
+        for (i, k) in keys.iter().enumerate() {
+            let (s, v) = http(M::GET, format!("{}/kv/{k}", base(&c, n)), None).await;
+            assert_eq!(
+                (s, v["value"]["i"].as_u64()),
+                (200, Some(i as u64)),
+                "{k} through {n} after the join"
+            );
+        }
+    }
+    let log = std::fs::read_to_string(&c.node("n4").unwrap().log).unwrap();
+    assert!(
+        log.contains("shard received"),
+        "n4 received handoffs:\n{log}"
+    );
+    c.stop_all().await;
+}

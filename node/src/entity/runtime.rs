@@ -686,8 +686,17 @@ impl Runtime {
             .iter()
             .map(|m| (m.id.name.clone(), m.addr))
             .collect();
+        // The previous owner will hand the shard over if it is still a member (a planned
+        // move: someone joined) or is leaving gracefully; a member that was removed because
+        // it died cannot. A new node's failure detector may not have heard from the others
+        // yet, so liveness alone is not the test.
         let view = self.inner.membership.view();
-        let live = |name: &str| view.member(name).is_some_and(|m| m.live);
+        let will_hand_off = |name: &str| {
+            config.members.iter().any(|m| m.id.name == name)
+                || view.member(name).is_some_and(|m| {
+                    m.live || m.status == shoal_membership::NodeStatus::Leaving
+                })
+        };
         let mut gained = 0;
         let mut moving = Vec::new();
         let deadline = Instant::now() + self.inner.settings.handoff_timeout;
@@ -704,7 +713,7 @@ impl Runtime {
                 (false, true) => {
                     gained += 1;
                     host.mode = match old_owner {
-                        Some(o) if o != self.inner.name && live(o) => Mode::Receiving {
+                        Some(o) if o != self.inner.name && will_hand_off(o) => Mode::Receiving {
                             from: o.to_string(),
                             deadline,
                         },
@@ -772,9 +781,7 @@ impl Runtime {
                 entities.push(HandedState { entity, state });
             }
         }
-        if entities.is_empty() {
-            return;
-        }
+        // Sent even when empty: the new owner waits for it before serving.
         let count = entities.len();
         let mut h = Handoff {
             shard: shard.0,
