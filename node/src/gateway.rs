@@ -44,12 +44,12 @@ fn ask_failed(e: AskError) -> Response {
     }
 }
 
-fn parse_json(body: &Bytes) -> Result<Value, Response> {
+fn parse_json(body: &Bytes) -> Result<Value, Box<Response>> {
     serde_json::from_slice(body).map_err(|e| {
-        error(
+        Box::new(error(
             StatusCode::BAD_REQUEST,
             format!("the body is not JSON: {e}"),
-        )
+        ))
     })
 }
 
@@ -71,7 +71,7 @@ pub async fn kv_get(State(node): State<Node>, Path(key): Path<String>) -> Respon
 pub async fn kv_put(State(node): State<Node>, Path(key): Path<String>, body: Bytes) -> Response {
     let value = match parse_json(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match node
         .ask::<Kv>(&key, KvCommand::Put(value.to_string()))

@@ -207,10 +207,8 @@ impl Node {
     /// every shard this node owns to its new owner, close every connection.
     pub async fn leave(&self) {
         self.inner.membership.leave().await;
-        self.inner
-            .runtime
-            .wait_handoffs(std::time::Duration::from_secs(30))
-            .await;
+        let bound = self.inner.config.entities.handoff_timeout;
+        self.inner.runtime.wait_handoffs(bound).await;
         self.inner.transport.shutdown().await;
         info!(node = %self.name(), "node stopped");
     }

@@ -789,7 +789,8 @@ impl Runtime {
             from: self.inner.name.clone(),
             entities,
         };
-        let give_up = Instant::now() + self.inner.settings.handoff_timeout * 3;
+        // As long as the receiver waits for it, no longer.
+        let give_up = Instant::now() + self.inner.settings.handoff_timeout;
         let mut target = to;
         while Instant::now() < give_up {
             let Some(addr) = self.placement().addrs.get(&target).copied() else {
