@@ -2,7 +2,9 @@
 //!
 //! Generates certificates in a temporary directory, starts three `shoal node` processes on
 //! loopback, and narrates: convergence, a SIGKILL and its detection, the restart and rejoin
-//! with a new generation, then a graceful stop of everything. Every figure printed is
+//! with a new generation, values written through one node's gateway and read through another,
+//! a fourth node joining and the shards (with their values) that move to it, then a graceful
+//! stop of everything. Every figure printed is
 //! measured, nothing is scripted.
 
 use std::collections::BTreeMap;
@@ -154,6 +156,106 @@ async fn script(cluster: &mut LocalCluster) -> anyhow::Result<()> {
     ));
     println!("\n$ shoal status --http {}", cluster.node("n2")?.http);
     print!("{}", table(&cluster.cluster_info("n2").await?));
+    println!();
+
+    // 4. Entities: write through one node, read through another.
+    entities(cluster, &mut n).await
+}
+
+/// Writes kv values through n1's gateway, reads them through n2, shows where they live, then
+/// adds a fourth node and shows the shards (and values) that move to it.
+async fn entities(cluster: &mut LocalCluster, n: &mut Narrator) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let base = |cluster: &LocalCluster, name: &str| -> anyhow::Result<String> {
+        Ok(format!("http://{}", cluster.node(name)?.http))
+    };
+    let fruits = [
+        "apple", "banana", "cherry", "date", "elderberry", "fig", "grape", "kiwi", "lemon",
+        "mango", "nectarine", "orange",
+    ];
+    n.say(format!(
+        "writing {} values through n1's gateway: PUT /kv/{{fruit}}",
+        fruits.len()
+    ));
+    for (i, fruit) in fruits.iter().enumerate() {
+        let url = format!("{}/kv/{fruit}", base(cluster, "n1")?);
+        let resp = http
+            .put(&url)
+            .json(&serde_json::json!({ "stock": (i + 1) * 10 }))
+            .send()
+            .await?;
+        anyhow::ensure!(resp.status().is_success(), "PUT {url}: {}", resp.status());
+    }
+    let owners = |table: &[crate::api::ShardInfo], key: &str| -> String {
+        let shard = shoal_sharding::shard_of("kv", key.as_bytes(), table.len() as u32);
+        table
+            .get(shard.0 as usize)
+            .map(|s| s.primary.clone())
+            .unwrap_or_default()
+    };
+    let shards: Vec<crate::api::ShardInfo> = http
+        .get(format!("{}/shards", base(cluster, "n1")?))
+        .send()
+        .await?
+        .json()
+        .await?;
+    n.say("reading them back through n2 (each lives on the owner of its shard):");
+    for fruit in fruits {
+        let v: serde_json::Value = http
+            .get(format!("{}/kv/{fruit}", base(cluster, "n2")?))
+            .send()
+            .await?
+            .json()
+            .await?;
+        println!(
+            "          {fruit:<11} = {:<16} lives on {}",
+            v["value"].to_string(),
+            owners(&shards, fruit)
+        );
+    }
+    let before = cluster.cluster_info("n1").await?.shards;
+    n.say(format!("shards per node before: {before:?}"));
+
+    n.say("adding a fourth node, n4, seeded with n1");
+    cluster.add_node("n4", &["n1"])?;
+    cluster.start("n4")?;
+    let t = Instant::now();
+    watch(cluster, n, &["n1", "n4"], |_, info| {
+        info.config_members.len() == 4 && info.shards.get("n4").is_some_and(|&s| s > 0)
+    })
+    .await
+    .context("n4 did not join")?;
+    let after = cluster.cluster_info("n1").await?.shards;
+    let moved = after.get("n4").copied().unwrap_or(0);
+    n.say(format!(
+        "n4 joined in {:.1}s and owns {moved} of {} shards ({:.0}%, ideal 25%); shards per node after: {after:?}",
+        t.elapsed().as_secs_f64(),
+        shards.len(),
+        100.0 * moved as f64 / shards.len().max(1) as f64
+    ));
+    let shards_after: Vec<crate::api::ShardInfo> = http
+        .get(format!("{}/shards", base(cluster, "n1")?))
+        .send()
+        .await?
+        .json()
+        .await?;
+    n.say("reading every value through n4: the moved ones came over with their state");
+    for fruit in fruits {
+        let resp = http
+            .get(format!("{}/kv/{fruit}", base(cluster, "n4")?))
+            .send()
+            .await?;
+        let status = resp.status();
+        let v: serde_json::Value = resp.json().await.unwrap_or_default();
+        let (was, now) = (owners(&shards, fruit), owners(&shards_after, fruit));
+        println!(
+            "          {fruit:<11} = {:<16} {}",
+            if status.is_success() { v["value"].to_string() } else { format!("HTTP {status}") },
+            if was == now { format!("stays on {now}") } else { format!("moved {was} -> {now}") }
+        );
+    }
     Ok(())
 }
 
