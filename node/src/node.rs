@@ -40,6 +40,14 @@ struct Inner {
     _lock: Option<File>,
 }
 
+impl Drop for Inner {
+    /// Dropping the node stops it at once (the simulator's crash): the entity runtime's tasks
+    /// hold references to it, so they are aborted here rather than left to finish.
+    fn drop(&mut self) {
+        self.runtime.shutdown();
+    }
+}
+
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Node")
@@ -209,12 +217,14 @@ impl Node {
         self.inner.membership.leave().await;
         let bound = self.inner.config.entities.handoff_timeout;
         self.inner.runtime.wait_handoffs(bound).await;
+        self.inner.runtime.shutdown();
         self.inner.transport.shutdown().await;
         info!(node = %self.name(), "node stopped");
     }
 
     /// Immediate stop without announcement (the others will report this node failed).
     pub async fn stop(&self) {
+        self.inner.runtime.shutdown();
         self.inner.membership.shutdown().await;
         self.inner.transport.shutdown().await;
     }

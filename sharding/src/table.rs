@@ -188,6 +188,20 @@ impl ShardTable {
         counts
     }
 
+    /// A fingerprint of the whole table (members and every replica set): two nodes with the
+    /// same fingerprint route every entity the same way.
+    pub fn digest(&self) -> u64 {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for m in &self.members {
+            h.update(m.as_bytes());
+            h.update(&[0xff]);
+        }
+        for &i in &self.sets {
+            h.update(&i.to_le_bytes());
+        }
+        h.digest()
+    }
+
     /// Balance of primaries: the busiest member's count over the mean (1.0 is perfect).
     pub fn primary_balance(&self) -> f64 {
         let counts = self.primaries_per_member();

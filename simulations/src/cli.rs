@@ -69,6 +69,9 @@ pub struct RunArgs {
     /// Plant a bug, to show the checkers catch it.
     #[arg(long, value_enum)]
     pub inject_bug: Option<Bug>,
+    /// Run without the entity workload (clients asking kv and counter entities).
+    #[arg(long)]
+    pub no_workload: bool,
     /// Print one JSON object (then the trace hash) instead of text.
     #[arg(long)]
     pub json: bool,
@@ -156,6 +159,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             opts.trace = args.trace.clone();
             opts.trace_packets = !args.no_packet_trace;
             opts.bug = args.inject_bug;
+            opts.workload = !args.no_workload;
             if args.membership_only {
                 let r = membership_only::run(opts, membership_only::DEFAULT_MAX_ROUNDS)?;
                 if args.json {

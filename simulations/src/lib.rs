@@ -27,3 +27,4 @@ pub mod scenarios;
 pub mod socket;
 pub mod sweep;
 pub mod trace;
+pub mod workload;

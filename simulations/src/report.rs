@@ -24,6 +24,7 @@ pub struct Summary {
     pub removal_commit_secs: Vec<f64>,
     pub packets_per_node_sec: f64,
     pub bytes_per_node_sec: f64,
+    pub workload: crate::workload::Stats,
     pub simulated_secs: f64,
     pub wall_secs: f64,
     pub speedup: f64,
@@ -70,6 +71,7 @@ impl From<&RunReport> for Summary {
                 .filter_map(|x| x.removed_after)
                 .collect(),
             packets_per_node_sec: r.packets_per_node_sec,
+            workload: r.workload.clone(),
             bytes_per_node_sec: r.bytes_per_node_sec,
             simulated_secs: r.simulated_secs,
             wall_secs: r.wall_secs,
@@ -164,6 +166,17 @@ pub fn print_human(r: &RunReport, replay_extra: &str) {
             "after heal: no agreement within the {:.1}s deadline",
             s.heal_deadline_secs
         ),
+    }
+    let w = &r.workload;
+    if w.total() > 0 {
+        println!(
+            "workload: {} asks, {} ok, {} unavailable, {} timed out, {} other errors",
+            w.total(),
+            w.ok,
+            w.unavailable,
+            w.timeout,
+            w.other
+        );
     }
     println!(
         "traffic: {:.1} datagrams/s and {:.1} KB/s per node",

@@ -16,6 +16,7 @@ use crate::config_checker::{ConfigChecker, Removal};
 use crate::net::{LinkFaults, Net, NetConfig};
 use crate::scenario::{Action, Params, Step};
 use crate::trace::Trace;
+use crate::workload::{self, EntityChecker, NodeEntities, Stats};
 use crate::{determinism, scenarios, trace_event};
 
 /// A bug planted on purpose, to show that the checkers catch it.
@@ -41,6 +42,10 @@ pub struct RunOptions {
     pub trace_packets: bool,
     pub bug: Option<Bug>,
     pub settings: NodeSettings,
+    /// Run the entity workload.
+    pub workload: bool,
+    /// Time between two client operations.
+    pub workload_every: Duration,
 }
 
 impl RunOptions {
@@ -55,6 +60,8 @@ impl RunOptions {
             trace_packets: true,
             bug: None,
             settings: NodeSettings::default(),
+            workload: true,
+            workload_every: Duration::from_millis(40),
         }
     }
 }
@@ -80,6 +87,8 @@ pub struct RunReport {
     /// Seconds from a node's start to the commit that made it a member.
     pub joins: Vec<f64>,
     pub removals: Vec<Removal>,
+    /// Outcomes of the client workload.
+    pub workload: Stats,
     pub simulated_secs: f64,
     pub wall_secs: f64,
     pub packets_per_node_sec: f64,
@@ -173,13 +182,20 @@ struct World {
     cluster: SimCluster,
     checker: MembershipChecker,
     configs: ConfigChecker,
+    entities: EntityChecker,
+    stats: Stats,
     trace: Trace,
     net: Net,
     start: Instant,
     last_network_fault: Option<f64>,
-    /// Starts that failed (the address still held by a leaving incarnation), retried later.
-    retry_starts: Vec<(Instant, usize)>,
+    /// Starts that failed (the address still held by a leaving incarnation), retried later,
+    /// with the number of attempts so far.
+    retry_starts: Vec<(Instant, usize, u32)>,
+    /// Violations found by the runner itself.
+    stuck: Vec<Violation>,
     checker_quiet_window: f64,
+    /// Failed start attempts per node, while retrying.
+    attempts: std::collections::HashMap<usize, u32>,
 }
 
 impl World {
@@ -259,17 +275,43 @@ impl World {
         let views = self.views();
         let at = self.secs();
         self.checker.on_sample(at, &views, &self.cluster);
-        agreement(&views, &self.cluster)
+        let nodes: Vec<NodeEntities> = self
+            .cluster
+            .running()
+            .filter_map(|n| Some(NodeEntities::of(n.node.as_ref()?)))
+            .collect();
+        self.entities.on_sample(at, &nodes);
+        agreement(&views, &self.cluster)?;
+        let shards = self
+            .cluster
+            .running()
+            .find_map(|n| Some(n.node.as_ref()?.config().shards))
+            .unwrap_or(0);
+        workload::serving_complete(&nodes, shards)
+    }
+
+    /// A random running node, for a client.
+    fn client_node(&self, rng: &NodeRng) -> Option<shoal::Node> {
+        let running: Vec<&shoal::Node> = self
+            .cluster
+            .running()
+            .filter_map(|n| n.node.as_ref())
+            .collect();
+        if running.is_empty() {
+            return None;
+        }
+        Some(running[rng.below(running.len() as u64) as usize].clone())
     }
 
     async fn retry_due_starts(&mut self) -> anyhow::Result<()> {
         let now = Instant::now();
         let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retry_starts)
             .into_iter()
-            .partition(|(at, _)| *at <= now);
+            .partition(|(at, _, _)| *at <= now);
         self.retry_starts = later;
-        for (_, i) in due {
+        for (_, i, attempts) in due {
             if !self.cluster.nodes[i].is_running() {
+                self.attempts.insert(i, attempts);
                 self.apply(&Step {
                     at: Duration::ZERO,
                     action: Action::Start(i),
@@ -286,12 +328,27 @@ impl World {
         match &step.action {
             Action::Start(i) => {
                 if let Err(e) = self.cluster.start(*i).await {
-                    let name = &self.cluster.nodes[*i].name;
-                    trace_event!(self.trace, name, "node.start-failed", "{e}; retrying in 1s");
+                    let name = self.cluster.nodes[*i].name.clone();
+                    let attempts = self.attempts.remove(i).unwrap_or(0) + 1;
+                    if attempts >= 30 {
+                        self.stuck.push(Violation {
+                            at,
+                            checker: "restart",
+                            what: format!("{name} could not start for 30 s: {e} (a stopped incarnation still holds its socket?)"),
+                        });
+                        return Ok(());
+                    }
+                    trace_event!(
+                        self.trace,
+                        &name,
+                        "node.start-failed",
+                        "{e}; retrying in 1s"
+                    );
                     self.retry_starts
-                        .push((Instant::now() + Duration::from_secs(1), *i));
+                        .push((Instant::now() + Duration::from_secs(1), *i, attempts));
                     return Ok(());
                 }
+                self.attempts.remove(i);
                 let n = &self.cluster.nodes[*i];
                 if let Some(g) = n.generation {
                     let name = n.name.clone();
@@ -491,11 +548,15 @@ async fn simulate(opts: RunOptions) -> anyhow::Result<RunReport> {
         ),
         checker_quiet_window: quiet_window(&settings),
         configs: ConfigChecker::new(),
+        entities: EntityChecker::default(),
+        stats: Stats::default(),
         trace: trace.clone(),
         net: net.clone(),
         start,
         last_network_fault: None,
         retry_starts: Vec::new(),
+        stuck: Vec::new(),
+        attempts: std::collections::HashMap::new(),
     };
 
     // Phase 1: the plan.
@@ -505,11 +566,40 @@ async fn simulate(opts: RunOptions) -> anyhow::Result<RunReport> {
     sampler.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let end = start + duration;
     let mut convergence = None;
+    let client_rng = rng.fork();
+    type OpResult = (
+        String,
+        workload::Op,
+        Result<String, shoal::entity::AskError>,
+    );
+    let (ops_tx, mut ops) = tokio::sync::mpsc::unbounded_channel::<OpResult>();
+    let mut workload_tick =
+        tokio::time::interval_at(start + Duration::from_secs(1), opts.workload_every);
+    workload_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seq = 0u64;
     loop {
         let next_step = steps.peek().map(|s| start + s.at);
         tokio::select! {
             biased;
             Some(ev) = events.recv() => world.on_event(ev),
+            Some((via, op, result)) = ops.recv() => {
+                world.stats.record(&result);
+                match &result {
+                    Ok(reply) => trace_event!(trace, via.as_str(), "ask", "{op} ok {reply}"),
+                    Err(e) => trace_event!(trace, via.as_str(), "ask", "{op} failed {e}"),
+                }
+            }
+            _ = workload_tick.tick(), if opts.workload => {
+                if let Some(node) = world.client_node(&client_rng) {
+                    seq += 1;
+                    let op = workload::pick(&client_rng, seq);
+                    let tx = ops_tx.clone();
+                    tokio::spawn(async move {
+                        let result = workload::run(&node, &op, Duration::from_secs(2)).await;
+                        let _ = tx.send((node.name().to_string(), op, result));
+                    });
+                }
+            }
             _ = tokio::time::sleep_until(next_step.unwrap_or(end)), if next_step.is_some() => {
                 while let Some(step) = steps.next_if(|s| start + s.at <= Instant::now()) {
                     world.apply(&step).await?;
@@ -578,8 +668,39 @@ async fn simulate(opts: RunOptions) -> anyhow::Result<RunReport> {
             }
         }
     }
+    // Every ask must succeed once the cluster agrees again.
+    let mut failed_after_heal = Vec::new();
+    if heal_agreement.is_some() && opts.workload {
+        for k in 0..workload::KEYS {
+            for op in [
+                workload::Op::CounterGet(format!("c{k}")),
+                workload::Op::KvGet(format!("k{k}")),
+            ] {
+                let Some(node) = world.client_node(&client_rng) else {
+                    break;
+                };
+                let result = workload::run(&node, &op, Duration::from_secs(5)).await;
+                if let Err(e) = result {
+                    failed_after_heal.push(format!("{op} through {}: {e}", node.name()));
+                }
+            }
+        }
+    }
     let at = world.secs();
     let mut violations = world.checker.violations().to_vec();
+    violations.extend(world.entities.violations().iter().cloned());
+    violations.extend(world.stuck.iter().cloned());
+    if !failed_after_heal.is_empty() {
+        violations.push(Violation {
+            at,
+            checker: "ask-after-heal",
+            what: format!(
+                "{} asks failed after the cluster agreed again, e.g. {}",
+                failed_after_heal.len(),
+                failed_after_heal[0]
+            ),
+        });
+    }
     violations.extend(world.configs.violations().iter().cloned());
     violations.sort_by(|a, b| a.at.total_cmp(&b.at));
     if heal_agreement.is_none() {
@@ -627,6 +748,7 @@ async fn simulate(opts: RunOptions) -> anyhow::Result<RunReport> {
         commits: world.configs.commits(),
         joins: world.configs.joins.iter().map(|(_, s)| *s).collect(),
         removals: world.configs.removals.clone(),
+        workload: world.stats.clone(),
         simulated_secs,
         wall_secs: 0.0,
         packets_per_node_sec: sent_packets as f64 / per,

@@ -96,6 +96,58 @@ impl ChildOutcome {
     }
 }
 
+/// A run that takes longer than this (wall time) is killed and reported as a hang.
+const CHILD_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Runs `cmd` to completion, killing it after `limit`.
+fn output_within(
+    cmd: &mut Command,
+    limit: std::time::Duration,
+) -> std::io::Result<std::process::Output> {
+    use std::io::Read;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    // Read both pipes on threads so a chatty child cannot block on a full pipe.
+    let mut out = child.stdout.take();
+    let mut err = child.stderr.take();
+    let out_t = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        if let Some(o) = out.as_mut() {
+            let _ = o.read_to_end(&mut b);
+        }
+        b
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        if let Some(e) = err.as_mut() {
+            let _ = e.read_to_end(&mut b);
+        }
+        b
+    });
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the run hung: killed after {limit:?} of wall time"),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
+    })
+}
+
 /// Runs one child `shoal-sim run ... --json`.
 pub fn run_child(
     binary: &Path,
@@ -123,14 +175,9 @@ pub fn run_child(
         summary,
         error,
     };
-    let out = match cmd.output() {
+    let out = match output_within(&mut cmd, CHILD_LIMIT) {
         Ok(o) => o,
-        Err(e) => {
-            return outcome(
-                None,
-                Some(format!("could not start {}: {e}", binary.display())),
-            );
-        }
+        Err(e) => return outcome(None, Some(format!("{}: {e}", binary.display()))),
     };
     let stdout = String::from_utf8_lossy(&out.stdout);
     let first = stdout.lines().next().unwrap_or_default();

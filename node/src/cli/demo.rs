@@ -172,8 +172,18 @@ async fn entities(cluster: &mut LocalCluster, n: &mut Narrator) -> anyhow::Resul
         Ok(format!("http://{}", cluster.node(name)?.http))
     };
     let fruits = [
-        "apple", "banana", "cherry", "date", "elderberry", "fig", "grape", "kiwi", "lemon",
-        "mango", "nectarine", "orange",
+        "apple",
+        "banana",
+        "cherry",
+        "date",
+        "elderberry",
+        "fig",
+        "grape",
+        "kiwi",
+        "lemon",
+        "mango",
+        "nectarine",
+        "orange",
     ];
     n.say(format!(
         "writing {} values through n1's gateway: PUT /kv/{{fruit}}",
@@ -252,8 +262,16 @@ async fn entities(cluster: &mut LocalCluster, n: &mut Narrator) -> anyhow::Resul
         let (was, now) = (owners(&shards, fruit), owners(&shards_after, fruit));
         println!(
             "          {fruit:<11} = {:<16} {}",
-            if status.is_success() { v["value"].to_string() } else { format!("HTTP {status}") },
-            if was == now { format!("stays on {now}") } else { format!("moved {was} -> {now}") }
+            if status.is_success() {
+                v["value"].to_string()
+            } else {
+                format!("HTTP {status}")
+            },
+            if was == now {
+                format!("stays on {now}")
+            } else {
+                format!("moved {was} -> {now}")
+            }
         );
     }
     Ok(())

@@ -104,6 +104,29 @@ impl Drop for RuntimeInner {
 }
 
 impl RuntimeInner {
+    /// Spawns a task that is aborted with the runtime.
+    pub(crate) fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.track(tokio::spawn(fut).abort_handle());
+    }
+
+    /// Stops everything at once: every task (actors included) is aborted and every buffered
+    /// command is answered `Unavailable`. Breaks the reference cycles between tasks and the
+    /// runtime, so the transport and its socket are released.
+    pub(crate) fn abort_all(&self) {
+        for t in lock(&self.tasks).drain(..) {
+            t.abort();
+        }
+        for host in &self.hosts {
+            let mut h = lock(host);
+            h.mode = Mode::Idle;
+            h.active.clear();
+            for (_, cmd) in h.buffer.drain(..) {
+                cmd.reply
+                    .fail(AskError::Unavailable("the node is stopping".into()));
+            }
+        }
+    }
+
     pub(crate) fn track(&self, handle: AbortHandle) {
         let mut tasks = lock(&self.tasks);
         if tasks.len() >= 1024 && tasks.len().is_power_of_two() {
@@ -188,8 +211,8 @@ impl Runtime {
                 async move {
                     while let Some(msg) = requests.recv().await {
                         let Some(rt) = weak.upgrade() else { return };
-                        let rt = Runtime::from_inner(rt);
-                        tokio::spawn(async move { rt.serve_inbound(msg).await });
+                        let rt2 = Runtime::from_inner(rt.clone());
+                        rt.spawn(async move { rt2.serve_inbound(msg).await });
                     }
                 }
             })
@@ -202,8 +225,9 @@ impl Runtime {
                 async move {
                     while let Some(msg) = handoffs.recv().await {
                         let Some(rt) = weak.upgrade() else { return };
-                        let rt = Runtime::from_inner(rt);
-                        tokio::spawn(async move {
+                        let rt2 = Runtime::from_inner(rt.clone());
+                        rt.spawn(async move {
+                            let rt = rt2;
                             match msg.decode::<Handoff>() {
                                 Ok(h) => {
                                     let reply = rt.on_handoff(h).await;
@@ -219,6 +243,11 @@ impl Runtime {
         );
         inner.track(tokio::spawn(maintain(weak)).abort_handle());
         Self { inner }
+    }
+
+    /// Stops the runtime: every task aborted, buffered commands answered `Unavailable`.
+    pub fn shutdown(&self) {
+        self.inner.abort_all();
     }
 
     pub(crate) fn node_name(&self) -> &str {
@@ -532,7 +561,8 @@ impl Runtime {
                             | Err(tokio::sync::mpsc::error::TrySendError::Closed(msg)) => {
                                 drop(host);
                                 if let ActorMsg::Command(command) = msg {
-                                    tokio::spawn(async move {
+                                    let inner = rt.inner.clone();
+                                    inner.spawn(async move {
                                         let _ = rt.deliver_local(shard, target, command).await;
                                     });
                                 }
@@ -541,7 +571,8 @@ impl Runtime {
                         }
                     }
                 }
-                tokio::spawn(async move {
+                let inner = rt.inner.clone();
+                inner.spawn(async move {
                     let _ = rt.deliver_local(shard, target, command).await;
                 });
             }
@@ -554,7 +585,7 @@ impl Runtime {
                     forwarded: false,
                 };
                 let transport = self.inner.transport.clone();
-                tokio::spawn(async move {
+                self.inner.spawn(async move {
                     let _ = transport.send(peer, ENTITY_SERVICE, &req).await;
                 });
             }
@@ -693,9 +724,9 @@ impl Runtime {
         let view = self.inner.membership.view();
         let will_hand_off = |name: &str| {
             config.members.iter().any(|m| m.id.name == name)
-                || view.member(name).is_some_and(|m| {
-                    m.live || m.status == shoal_membership::NodeStatus::Leaving
-                })
+                || view
+                    .member(name)
+                    .is_some_and(|m| m.live || m.status == shoal_membership::NodeStatus::Leaving)
         };
         let mut gained = 0;
         let mut moving = Vec::new();

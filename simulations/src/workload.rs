@@ -1,0 +1,239 @@
+//! The entity workload: clients asking the built-in kinds through random nodes, all through
+//! the run, and the entity checkers.
+//!
+//! Checked on every sample:
+//! - `same-table`: nodes at the same configuration epoch compute the same shard table;
+//! - `one-owner-per-epoch`: no two nodes serve one shard in the same epoch.
+//!
+//! After the heal: every shard is served, by its primary, and a final round of asks (every
+//! key, through random nodes) all succeed (`serving-after-heal`, `ask-after-heal`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use shoal::Node;
+use shoal::entity::AskError;
+use shoal::entity::builtin::{Counter, CounterCommand, Kv, KvCommand};
+use shoal_transport::NodeRng;
+
+use crate::checker::Violation;
+
+/// Keys per kind the workload touches.
+pub const KEYS: u64 = 24;
+
+/// One client operation.
+#[derive(Debug, Clone)]
+pub enum Op {
+    CounterAdd(String, i64),
+    CounterGet(String),
+    KvPut(String, u64),
+    KvGet(String),
+    KvCas(String, u64),
+}
+
+impl std::fmt::Display for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Op::CounterAdd(k, d) => write!(f, "counter/{k} add {d}"),
+            Op::CounterGet(k) => write!(f, "counter/{k} get"),
+            Op::KvPut(k, v) => write!(f, "kv/{k} put {v}"),
+            Op::KvGet(k) => write!(f, "kv/{k} get"),
+            Op::KvCas(k, v) => write!(f, "kv/{k} cas {v}"),
+        }
+    }
+}
+
+/// A random operation; `seq` makes written values unique.
+pub fn pick(rng: &NodeRng, seq: u64) -> Op {
+    let key = rng.below(KEYS);
+    match rng.below(10) {
+        0..=3 => Op::CounterAdd(format!("c{key}"), 1),
+        4 => Op::CounterGet(format!("c{key}")),
+        5..=6 => Op::KvPut(format!("k{key}"), seq),
+        7..=8 => Op::KvGet(format!("k{key}")),
+        _ => Op::KvCas(format!("k{key}"), seq),
+    }
+}
+
+/// Runs `op` through `node`; the reply, as text.
+pub async fn run(node: &Node, op: &Op, timeout: Duration) -> Result<String, AskError> {
+    match op {
+        Op::CounterAdd(k, d) => node
+            .ask_timeout::<Counter>(k, CounterCommand::Add(*d), timeout)
+            .await
+            .map(|v| v.to_string()),
+        Op::CounterGet(k) => node
+            .ask_timeout::<Counter>(k, CounterCommand::Get, timeout)
+            .await
+            .map(|v| v.to_string()),
+        Op::KvPut(k, v) => node
+            .ask_timeout::<Kv>(k, KvCommand::Put(v.to_string()), timeout)
+            .await
+            .map(|r| format!("{r:?}")),
+        Op::KvGet(k) => node
+            .ask_timeout::<Kv>(k, KvCommand::Get, timeout)
+            .await
+            .map(|r| format!("{r:?}")),
+        Op::KvCas(k, v) => {
+            let current = node.ask_timeout::<Kv>(k, KvCommand::Get, timeout).await?;
+            let expected = match current {
+                shoal::entity::builtin::KvReply::Value(v) => v,
+                shoal::entity::builtin::KvReply::CasFailed(v) => v,
+            };
+            node.ask_timeout::<Kv>(
+                k,
+                KvCommand::Cas {
+                    expected,
+                    new: v.to_string(),
+                },
+                timeout,
+            )
+            .await
+            .map(|r| format!("{r:?}"))
+        }
+    }
+}
+
+/// Outcomes of the workload.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    pub ok: u64,
+    pub unavailable: u64,
+    pub timeout: u64,
+    pub other: u64,
+}
+
+impl Stats {
+    pub fn record(&mut self, r: &Result<String, AskError>) {
+        match r {
+            Ok(_) => self.ok += 1,
+            Err(AskError::Unavailable(_)) => self.unavailable += 1,
+            Err(AskError::Timeout(_)) => self.timeout += 1,
+            Err(_) => self.other += 1,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.ok + self.unavailable + self.timeout + self.other
+    }
+}
+
+/// What one node says about its entities at a sample.
+pub struct NodeEntities {
+    pub name: String,
+    pub epoch: u64,
+    pub table: Option<shoal::sharding::ShardTable>,
+    pub digest: Option<u64>,
+    pub serving: Vec<u32>,
+}
+
+impl NodeEntities {
+    pub fn of(node: &Node) -> Self {
+        let table = node.entities().table();
+        Self {
+            name: node.name().to_string(),
+            epoch: table.as_ref().map_or(0, |t| t.0),
+            digest: table.as_ref().map(|t| t.1.digest()),
+            table: table.map(|t| t.1),
+            serving: node.entities().serving().iter().map(|s| s.0).collect(),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct EntityChecker {
+    violations: Vec<Violation>,
+}
+
+impl EntityChecker {
+    pub fn violations(&self) -> &[Violation] {
+        &self.violations
+    }
+
+    fn violate(&mut self, at: f64, checker: &'static str, what: String) {
+        if self.violations.len() < 50 {
+            self.violations.push(Violation { at, checker, what });
+        }
+    }
+
+    pub fn on_sample(&mut self, at: f64, nodes: &[NodeEntities]) {
+        let mut tables: BTreeMap<u64, (u64, &str)> = BTreeMap::new();
+        for n in nodes {
+            if let Some(d) = n.digest {
+                match tables.get(&n.epoch) {
+                    Some((other, who)) if *other != d => {
+                        let what = format!(
+                            "{} and {who} are both at epoch {} but computed different shard tables",
+                            n.name, n.epoch
+                        );
+                        self.violate(at, "same-table", what);
+                    }
+                    Some(_) => {}
+                    None => {
+                        tables.insert(n.epoch, (d, &n.name));
+                    }
+                }
+            }
+        }
+        // Per epoch, who serves each shard.
+        let mut owners: BTreeMap<u64, Vec<Option<&str>>> = BTreeMap::new();
+        for n in nodes {
+            let slots = owners.entry(n.epoch).or_default();
+            for &s in &n.serving {
+                let s = s as usize;
+                if slots.len() <= s {
+                    slots.resize(s + 1, None);
+                }
+                if let Some(other) = slots[s].replace(&n.name) {
+                    let what = format!(
+                        "{} and {other} both serve shard {s} in epoch {}",
+                        n.name, n.epoch
+                    );
+                    self.violate(at, "one-owner-per-epoch", what);
+                }
+            }
+        }
+    }
+}
+
+/// Whether every shard is served by its primary on exactly one node, all nodes agreeing on
+/// the table. `Err` says what is missing.
+pub fn serving_complete(nodes: &[NodeEntities], shards: u32) -> Result<(), String> {
+    let Some(first) = nodes.first() else {
+        return Err("no node is running".into());
+    };
+    for n in nodes {
+        if n.digest.is_none() || n.digest != first.digest || n.epoch != first.epoch {
+            return Err(format!(
+                "{} has table {:?} at epoch {}, {} has {:?} at epoch {}",
+                n.name, n.digest, n.epoch, first.name, first.digest, first.epoch
+            ));
+        }
+    }
+    let Some(table) = &first.table else {
+        return Err("no shard table".into());
+    };
+    let mut served: BTreeMap<u32, &str> = BTreeMap::new();
+    for n in nodes {
+        for &s in &n.serving {
+            served.insert(s, &n.name);
+        }
+    }
+    let missing: BTreeSet<u32> = (0..shards).filter(|s| !served.contains_key(s)).collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "{} shards are served by no node (first: {:?})",
+            missing.len(),
+            missing.iter().take(5).collect::<Vec<_>>()
+        ));
+    }
+    for (s, who) in &served {
+        let primary = table.primary(shoal::sharding::ShardId(*s));
+        if primary != Some(*who) {
+            return Err(format!(
+                "shard {s} is served by {who}, its primary is {primary:?}"
+            ));
+        }
+    }
+    Ok(())
+}
