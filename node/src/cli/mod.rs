@@ -92,6 +92,9 @@ pub struct NodeArgs {
     /// Remove a member from the configuration once it has been reported dead this long.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub down_after: Duration,
+    /// Shard count when this node founds a cluster; must match the cluster's otherwise.
+    #[arg(long, default_value_t = shoal_sharding::DEFAULT_SHARDS)]
+    pub shards: u32,
     /// Log format on stderr. RUST_LOG filters (default: info).
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,

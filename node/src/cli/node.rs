@@ -22,6 +22,10 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     config.data_dir = args.data_dir.clone();
     config.bootstrap = args.bootstrap;
     config.down_after = args.down_after;
+    if args.shards == 0 {
+        anyhow::bail!("--shards must be at least 1");
+    }
+    config.shards = args.shards;
     config.failure_detector = FailureDetectorSettings {
         phi_threshold: args.phi_threshold,
         ..FailureDetectorSettings::default()
