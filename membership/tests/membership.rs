@@ -48,6 +48,17 @@ async fn start_full(
     seeds: Vec<String>,
     bootstrap: bool,
 ) -> TestNode {
+    start_shards(ca, name, cluster, seeds, bootstrap, 1024).await
+}
+
+async fn start_shards(
+    ca: &ClusterCa,
+    name: &str,
+    cluster: &str,
+    seeds: Vec<String>,
+    bootstrap: bool,
+    shards: u32,
+) -> TestNode {
     let cert = ca.issue(name).unwrap();
     let identity =
         NodeIdentity::from_pem(ca.cert_pem(), &cert.cert_pem, &cert.key_pem, &SystemClock).unwrap();
@@ -68,6 +79,7 @@ async fn start_full(
     config.leave_grace = GOSSIP * 6;
     config.seeds = seeds;
     config.bootstrap = bootstrap;
+    config.placement.shards = shards;
     config.down_after = Duration::from_secs(1);
     let membership = Membership::start(config, &transport, &env, Arc::new(MemCell::new()))
         .await
@@ -351,4 +363,28 @@ async fn a_dead_seed_does_not_stall_gossip_to_the_others() {
         "converged only after {:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_another_shard_count_is_never_added() {
+    let ca = ClusterCa::generate("test").unwrap();
+    let nodes = cluster(&ca, 2).await;
+    let seed = nodes[0].transport.local_addr().to_string();
+    let odd = start_shards(&ca, "odd", "test", vec![seed.clone()], false, 512).await;
+    let fine = start_shards(&ca, "fine", "test", vec![seed], false, 1024).await;
+    // Once the compatible newcomer is in, the odd one has been seen (and skipped) too.
+    wait_view(&nodes[0], "fine added", |v| {
+        v.configuration
+            .as_ref()
+            .is_some_and(|c| c.members.iter().any(|m| m.name == "fine"))
+            && v.member("odd").is_some_and(|m| m.live)
+    })
+    .await;
+    let c = nodes[0].membership.view().configuration.unwrap();
+    assert!(c.members.iter().all(|m| m.name != "odd"), "{c:?}");
+    assert_eq!(
+        odd.membership.view().member("odd").unwrap().status,
+        NodeStatus::Joining
+    );
+    drop(fine);
 }

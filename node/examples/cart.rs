@@ -10,14 +10,13 @@
 //! `orders` for an order number: an entity calling another entity.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use shoal::entity::builtin::{Counter, CounterCommand};
 use shoal::entity::{Context, Entity, Rejection};
-use shoal::transport::{ClusterCa, Environment, NodeIdentity, NodeRng, SystemClock, UdpSockets};
-use shoal::{Node, NodeBuilder, NodeConfig};
+use shoal::transport::ClusterCa;
+use shoal::{Node, NodeBuilder, loopback};
 
 /// The cart kind.
 struct Cart;
@@ -86,24 +85,9 @@ impl Entity for Cart {
 }
 
 async fn start_node(ca: &ClusterCa, name: &str, seeds: &[&Node]) -> anyhow::Result<Node> {
-    let cert = ca.issue(name)?;
-    let identity =
-        NodeIdentity::from_pem(ca.cert_pem(), &cert.cert_pem, &cert.key_pem, &SystemClock)?;
-    let mut config = NodeConfig::new(name, "127.0.0.1:0".parse()?);
+    let mut config = loopback::config(name, seeds);
     config.gossip_interval = Duration::from_millis(200);
-    config.seeds = seeds
-        .iter()
-        .map(|n| n.transport().local_addr().to_string())
-        .collect();
-    let env = Environment {
-        sockets: Arc::new(UdpSockets),
-        clock: Arc::new(SystemClock),
-        rng: NodeRng::from_os(),
-    };
-    Ok(NodeBuilder::new(config)
-        .register(Cart)
-        .start(identity, env)
-        .await?)
+    Ok(loopback::start(NodeBuilder::new(config).register(Cart), ca).await?)
 }
 
 /// Starts three nodes, fills carts through all of them, checks out, and returns the orders.

@@ -13,25 +13,13 @@ use std::time::{Duration, Instant};
 
 use shoal::entity::builtin::{Counter, CounterCommand};
 use shoal::sharding::shard_of;
-use shoal::transport::{ClusterCa, Environment, NodeIdentity, NodeRng, SystemClock, UdpSockets};
-use shoal::{Node, NodeConfig};
+use shoal::transport::ClusterCa;
+use shoal::{Node, NodeBuilder, loopback};
 
 async fn start(ca: &ClusterCa, name: &str, seeds: &[&Node]) -> anyhow::Result<Node> {
-    let cert = ca.issue(name)?;
-    let identity =
-        NodeIdentity::from_pem(ca.cert_pem(), &cert.cert_pem, &cert.key_pem, &SystemClock)?;
-    let mut config = NodeConfig::new(name, "127.0.0.1:0".parse()?);
+    let mut config = loopback::config(name, seeds);
     config.gossip_interval = Duration::from_millis(200);
-    config.seeds = seeds
-        .iter()
-        .map(|n| n.transport().local_addr().to_string())
-        .collect();
-    let env = Environment {
-        sockets: Arc::new(UdpSockets),
-        clock: Arc::new(SystemClock),
-        rng: NodeRng::from_os(),
-    };
-    Ok(Node::start(config, identity, env).await?)
+    Ok(loopback::start(NodeBuilder::new(config), ca).await?)
 }
 
 async fn serving(nodes: &[&Node], total: usize) {
@@ -58,12 +46,14 @@ async fn main() -> anyhow::Result<()> {
 
     // One node.
     for i in 0..1000 {
-        a.ask::<Counter>(&format!("w{i}"), CounterCommand::Add(1)).await?;
+        a.ask::<Counter>(&format!("w{i}"), CounterCommand::Add(1))
+            .await?;
     }
     let mut lat = Vec::new();
     for i in 0..20_000 {
         let t = Instant::now();
-        a.ask::<Counter>(&format!("w{}", i % 1000), CounterCommand::Add(1)).await?;
+        a.ask::<Counter>(&format!("w{}", i % 1000), CounterCommand::Add(1))
+            .await?;
         lat.push(t.elapsed());
     }
     let (p50, p99) = percentiles(lat);

@@ -9,13 +9,12 @@
 //! every node sees all N live and `up`. Detection: from the moment one node stops gossiping
 //! (no leave announced) until every survivor reports it `Failed` (first and last survivor).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use shoal::membership::MembershipEvent;
-use shoal::transport::{ClusterCa, Environment, NodeIdentity, SystemClock};
-use shoal::{Node, NodeConfig};
+use shoal::transport::ClusterCa;
+use shoal::{Node, NodeBuilder, loopback};
 use tokio::time::Instant;
 
 #[derive(Parser)]
@@ -74,20 +73,10 @@ async fn one_run(args: &Args) -> anyhow::Result<(Duration, Duration, Duration)> 
     let mut nodes: Vec<Node> = Vec::new();
     let start = Instant::now();
     for i in 1..=args.nodes {
-        let name = format!("n{i}");
-        let cert = ca.issue(&name)?;
-        let identity =
-            NodeIdentity::from_pem(ca.cert_pem(), &cert.cert_pem, &cert.key_pem, &SystemClock)?;
-        let mut config = NodeConfig::new(name, "127.0.0.1:0".parse()?);
+        let seeds: Vec<&Node> = nodes.first().into_iter().collect();
+        let mut config = loopback::config(&format!("n{i}"), &seeds);
         config.gossip_interval = args.gossip_interval;
-        if let Some(first) = nodes.first() {
-            config.seeds = vec![first.transport().local_addr().to_string()];
-        }
-        let env = Environment {
-            sockets: Arc::new(shoal::transport::UdpSockets),
-            ..Environment::real()
-        };
-        nodes.push(Node::start(config, identity, env).await?);
+        nodes.push(loopback::start(NodeBuilder::new(config), &ca).await?);
     }
     for node in &nodes {
         let mut rx = node.membership().watch();

@@ -33,6 +33,7 @@ pub mod gateway;
 pub mod http;
 pub mod local_cluster;
 pub mod logging;
+pub mod loopback;
 mod node;
 
 pub use builder::NodeBuilder;

@@ -1,14 +1,13 @@
 //! Entities across three in-process nodes over real QUIC on loopback: tell and ask from every
 //! node to entities on every node, entity-to-entity calls, the reentrancy error, typed errors.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use shoal::entity::builtin::{Counter, CounterCommand, Kv, KvCommand, KvReply};
 use shoal::entity::{AskError, Context, Entity, Rejection};
-use shoal::transport::{ClusterCa, Environment, NodeIdentity, NodeRng, SystemClock, UdpSockets};
-use shoal::{Node, NodeBuilder, NodeConfig};
+use shoal::transport::ClusterCa;
+use shoal::{Node, NodeBuilder, loopback};
 use tokio::time::{Instant, timeout};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -83,26 +82,14 @@ impl Entity for OnlyHere {
 }
 
 async fn start(ca: &ClusterCa, name: &str, seeds: &[&Node], only_here: bool) -> Node {
-    let cert = ca.issue(name).unwrap();
-    let identity =
-        NodeIdentity::from_pem(ca.cert_pem(), &cert.cert_pem, &cert.key_pem, &SystemClock).unwrap();
-    let mut config = NodeConfig::new(name, "127.0.0.1:0".parse().unwrap());
+    let mut config = loopback::config(name, seeds);
     config.gossip_interval = Duration::from_millis(100);
     config.shards = 64;
-    config.seeds = seeds
-        .iter()
-        .map(|n| n.transport().local_addr().to_string())
-        .collect();
-    let env = Environment {
-        sockets: Arc::new(UdpSockets),
-        clock: Arc::new(SystemClock),
-        rng: NodeRng::from_os(),
-    };
     let mut b = NodeBuilder::new(config).register(Relay).register(Ping);
     if only_here {
         b = b.register(OnlyHere);
     }
-    b.start(identity, env).await.unwrap()
+    loopback::start(b, ca).await.unwrap()
 }
 
 /// Three nodes, all members of one configuration and serving their shards.
@@ -337,4 +324,54 @@ async fn typed_errors_for_unknown_kinds_rejections_and_unreachable_owners() {
         matches!(err, AskError::Timeout(_) | AskError::Unavailable(_)),
         "{err:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_least_recently_used_entities_are_passivated_and_keep_their_state() {
+    let ca = ClusterCa::generate("test").unwrap();
+    let mut config = loopback::config("solo", &[]);
+    config.gossip_interval = Duration::from_millis(100);
+    config.shards = 16;
+    config.entities.idle_after = Duration::from_millis(300);
+    config.entities.max_active = 10;
+    let node = loopback::start(NodeBuilder::new(config), &ca)
+        .await
+        .unwrap();
+    timeout(DEADLINE, async {
+        while node.entities().serving().len() < 16 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    for i in 0..50 {
+        node.ask::<Counter>(&format!("p{i}"), CounterCommand::Add(i))
+            .await
+            .unwrap();
+    }
+    // Over the limit: the least recently used go first, down to the limit...
+    timeout(DEADLINE, async {
+        while node.entities().active_entities() > 10 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("passivated down to the active limit");
+    // ...and once idle, all of them.
+    timeout(DEADLINE, async {
+        while node.entities().active_entities() > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("idle entities passivated");
+    // Reactivated from their stored state.
+    for i in 0..50 {
+        let v = node
+            .ask::<Counter>(&format!("p{i}"), CounterCommand::Get)
+            .await
+            .unwrap();
+        assert_eq!(v, i, "p{i} kept its state through passivation");
+    }
+    assert_eq!(node.entities().active_entities(), 50);
 }

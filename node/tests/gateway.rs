@@ -1,28 +1,19 @@
 //! The HTTP gateway's answers, route by route, including every bad input.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use shoal::transport::{ClusterCa, Environment, NodeIdentity, NodeRng, SystemClock, UdpSockets};
-use shoal::{Node, NodeConfig};
+use shoal::transport::ClusterCa;
+use shoal::{Node, NodeBuilder, loopback};
 
 async fn node(ca: &ClusterCa, name: &str, seeds: Vec<String>) -> (Node, String) {
-    let cert = ca.issue(name).unwrap();
-    let identity =
-        NodeIdentity::from_pem(ca.cert_pem(), &cert.cert_pem, &cert.key_pem, &SystemClock).unwrap();
-    let mut config = NodeConfig::new(name, "127.0.0.1:0".parse().unwrap());
+    let mut config = loopback::config(name, &[]);
     config.gossip_interval = Duration::from_millis(100);
     config.shards = 32;
     config.seeds = seeds;
     config.entities.ask_timeout = Duration::from_millis(600);
-    let env = Environment {
-        sockets: Arc::new(UdpSockets),
-        clock: Arc::new(SystemClock),
-        rng: NodeRng::from_os(),
-    };
-    let node = Node::start(config, identity, env).await.unwrap();
+    let node = loopback::start(NodeBuilder::new(config), ca).await.unwrap();
     let listener = shoal::http::bind("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();

@@ -15,7 +15,7 @@ use crate::gossip_datagrams::DatagramGossip;
 use crate::net::{Net, NetConfig};
 use crate::runner::RunOptions;
 use crate::trace::Trace;
-use crate::{determinism, trace_event};
+use crate::trace_event;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct MembershipOnlyReport {
@@ -38,24 +38,10 @@ pub fn run(opts: RunOptions, max_rounds: u32) -> anyhow::Result<MembershipOnlyRe
         "--membership-only runs the `join` scenario (every node joins through the seeds at once); {:?} needs QUIC nodes",
         opts.scenario
     );
-    std::thread::Builder::new()
-        .name(format!("sim-seed-{}", opts.seed))
-        .spawn(move || {
-            determinism::reseed(opts.seed);
-            let mut builder = tokio::runtime::Builder::new_current_thread();
-            builder.enable_time().start_paused(true);
-            #[cfg(tokio_unstable)]
-            builder.rng_seed(tokio::runtime::RngSeed::from_bytes(
-                &opts.seed.to_le_bytes(),
-            ));
-            let runtime = builder.build()?;
-            let wall = std::time::Instant::now();
-            let mut report = runtime.block_on(simulate(opts, max_rounds))?;
-            report.wall_secs = wall.elapsed().as_secs_f64();
-            Ok(report)
-        })?
-        .join()
-        .map_err(|_| anyhow::anyhow!("the simulation thread panicked"))?
+    let seed = opts.seed;
+    let (mut report, wall) = crate::runner::on_sim_thread(seed, simulate(opts, max_rounds))?;
+    report.wall_secs = wall;
+    Ok(report)
 }
 
 async fn simulate(opts: RunOptions, max_rounds: u32) -> anyhow::Result<MembershipOnlyReport> {

@@ -157,22 +157,34 @@ pub fn quiet_window(s: &NodeSettings) -> f64 {
 
 /// Runs `opts` on a fresh thread with its own runtime.
 pub fn run(opts: RunOptions) -> anyhow::Result<RunReport> {
+    let seed = opts.seed;
+    let (mut report, wall) = on_sim_thread(seed, simulate(opts))?;
+    report.wall_secs = wall;
+    Ok(report)
+}
+
+/// Runs `sim` to completion the way every simulation runs: on a fresh thread (std's hash keys
+/// and thread RNGs start afresh), after reseeding the randomness interposer, on a
+/// single-threaded tokio runtime with paused time and no I/O driver (and, in the
+/// `tokio_unstable` build, a seeded runtime RNG). Returns the result and the wall seconds.
+pub fn on_sim_thread<T: Send + 'static>(
+    seed: u64,
+    sim: impl std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
+) -> anyhow::Result<(T, f64)> {
     std::thread::Builder::new()
-        .name(format!("sim-seed-{}", opts.seed))
+        .name(format!("sim-seed-{seed}"))
         .spawn(move || {
-            determinism::reseed(opts.seed);
+            determinism::reseed(seed);
             let mut builder = tokio::runtime::Builder::new_current_thread();
             builder.enable_time().start_paused(true);
             #[cfg(tokio_unstable)]
-            builder.rng_seed(tokio::runtime::RngSeed::from_bytes(
-                &opts.seed.to_le_bytes(),
-            ));
+            builder.rng_seed(tokio::runtime::RngSeed::from_bytes(&seed.to_le_bytes()));
             let runtime = builder.build()?;
             let wall = std::time::Instant::now();
-            let mut report = runtime.block_on(simulate(opts))?;
-            report.wall_secs = wall.elapsed().as_secs_f64();
+            let out = runtime.block_on(sim)?;
+            let secs = wall.elapsed().as_secs_f64();
             drop(runtime);
-            Ok(report)
+            Ok((out, secs))
         })?
         .join()
         .map_err(|_| anyhow::anyhow!("the simulation thread panicked"))?
