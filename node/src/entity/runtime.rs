@@ -514,9 +514,17 @@ impl Runtime {
                         Err(shoal_transport::RequestError::Timeout(_)) => {
                             return Err(AskError::Timeout(timeout.as_millis() as u64));
                         }
-                        Err(e) => {
+                        // The request never left: safe to try again.
+                        Err(shoal_transport::RequestError::Connect(e)) => {
                             last =
                                 format!("owner {} unreachable: {e}", peer.name.unwrap_or_default())
+                        }
+                        // It may have been handled: retrying could run the command twice.
+                        Err(e) => {
+                            return Err(AskError::Unavailable(format!(
+                                "lost contact with the owner {} after sending (the command may or may not have run): {e}",
+                                peer.name.unwrap_or_default()
+                            )));
                         }
                     }
                     payload = Payload::Wire(bytes);
@@ -661,10 +669,13 @@ impl Runtime {
                     .await
                 {
                     Ok(o) => Some(o),
-                    Err(e) => Some(Outcome::Retry {
+                    Err(shoal_transport::RequestError::Connect(e)) => Some(Outcome::Retry {
                         reason: format!("forwarding to the owner failed: {e}"),
                         epoch,
                     }),
+                    Err(e) => Some(Outcome::Failed(AskError::Unavailable(format!(
+                        "lost contact with the owner after forwarding (the command may or may not have run): {e}"
+                    )))),
                 }
             }
             Route::Remote(shard, peer, _) => Some(Outcome::Retry {
