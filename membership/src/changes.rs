@@ -151,6 +151,7 @@ mod tests {
             config_epoch: None,
             lineage: None,
             shards: None,
+            shards_ready: None,
         }
     }
 

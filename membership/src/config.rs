@@ -33,6 +33,11 @@ pub struct MembershipConfig {
     /// Entity placement if this node founds the cluster. A node whose shard count differs
     /// from its cluster's refuses to join, and says why.
     pub placement: crate::configuration::Placement,
+    /// Whether members report (gossip key `shards_ready`) when they serve every shard they
+    /// are primary for. When they do, a configuration keeps earlier epochs in its history
+    /// until every member of the previous one reported ready; when they do not (membership
+    /// without entities), every epoch counts as settled.
+    pub shard_readiness: bool,
     /// Limit on one configuration-protocol request (default 1 s).
     pub config_request_timeout: Duration,
     /// Votes short of a majority that still count as one. Always 0: only the simulator's
@@ -99,6 +104,7 @@ impl MembershipConfig {
             bootstrap: false,
             placement: Default::default(),
             config_request_timeout: Duration::from_secs(1),
+            shard_readiness: false,
             quorum_slack: 0,
         }
     }

@@ -430,11 +430,13 @@ impl ConfigManager {
     /// One Paxos attempt for the next epoch, proposing `changes` (or whatever value an
     /// earlier ballot may already have had accepted).
     async fn propose(self: &Arc<Self>, changes: &[Change]) -> Result<Committed, String> {
-        let (inner_cfg, slack) = {
+        let (inner_cfg, slack, readiness, view) = {
             let inner = self.membership.upgrade().ok_or("stopped")?;
             (
                 inner.config.config_request_timeout,
                 inner.config.quorum_slack,
+                inner.config.shard_readiness,
+                inner.view(),
             )
         };
         let (cur, promised_round) = {
@@ -502,7 +504,10 @@ impl ConfigManager {
                 promises.len()
             ));
         }
-        let own = apply(&cur.config, changes);
+        let mut own = apply(&cur.config, changes);
+        if readiness && !settled(&cur.config, &view) {
+            own.keep_history(&cur.config);
+        }
         let value = choose_value(&promises, own);
 
         let replies = self
@@ -764,4 +769,15 @@ impl ConfigManager {
             }
         });
     }
+}
+
+/// Whether every member of `config` reported (in gossip) that it serves every shard it is
+/// primary for in `config`'s epoch: then no shard's newest copy can be older than that
+/// epoch, and the next configuration's history can start there.
+fn settled(config: &Configuration, view: &MembershipView) -> bool {
+    config.members.iter().all(|m| {
+        view.member(&m.id.name).is_some_and(|v| {
+            v.generation == m.id.generation && v.shards_ready.is_some_and(|r| r >= config.epoch)
+        })
+    })
 }

@@ -52,6 +52,17 @@ pub struct Configuration {
     pub members: Vec<ConfigMember>,
     /// How entities are placed; fixed when the cluster is bootstrapped.
     pub placement: Placement,
+    /// Earlier epochs whose replica sets may still hold the newest copy of some shard,
+    /// newest last; always at least the previous epoch (empty for the genesis). A new
+    /// primary recovers a shard from these, newest first (see `docs/PROTOCOL.md`).
+    pub history: Vec<PastEpoch>,
+}
+
+/// An earlier epoch's members, kept in the configuration for shard recovery.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PastEpoch {
+    pub epoch: u64,
+    pub members: Vec<ConfigMember>,
 }
 
 /// How entities are placed on members: fixed for the life of a cluster, because every node
@@ -92,6 +103,7 @@ impl Configuration {
             lineage,
             members: vec![founder],
             placement,
+            history: Vec::new(),
         }
     }
 
@@ -113,7 +125,8 @@ impl Configuration {
     }
 
     /// The next configuration: `removes` out, `adds` in (an added name replaces any member
-    /// of the same name).
+    /// of the same name). Its history is this epoch alone, as if every shard had settled
+    /// here; see [`Configuration::keep_history`].
     pub fn next(&self, adds: &[ConfigMember], removes: &[MemberId]) -> Configuration {
         let mut members: Vec<ConfigMember> = self
             .members
@@ -130,7 +143,20 @@ impl Configuration {
             lineage: self.lineage,
             members,
             placement: self.placement,
+            history: vec![PastEpoch {
+                epoch: self.epoch,
+                members: self.members.clone(),
+            }],
         }
+    }
+
+    /// Keeps `previous`'s history in this (its successor's): some shard may not have been
+    /// recovered in `previous`'s epoch yet, so its newest copy may be in an older epoch's
+    /// replica set.
+    pub fn keep_history(&mut self, previous: &Configuration) {
+        let mut history = previous.history.clone();
+        history.append(&mut self.history);
+        self.history = history;
     }
 
     /// A stable fingerprint (FNV-1a over the postcard encoding).

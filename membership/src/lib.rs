@@ -23,7 +23,7 @@ mod view;
 pub use changes::{Change, Why, desired_changes};
 pub use config::{FailureDetectorSettings, MembershipConfig, validate_seed};
 pub use config_manager::CONFIG_SERVICE;
-pub use configuration::{Committed, ConfigMember, Configuration, MemberId};
+pub use configuration::{Committed, ConfigMember, Configuration, MemberId, PastEpoch, Placement};
 pub use durable::{DurableCell, FileCell, MemCell};
 pub use events::{EventTracker, MembershipEvent};
 pub use membership::{Membership, MembershipError};

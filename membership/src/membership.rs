@@ -231,9 +231,16 @@ impl Membership {
         self.inner.set_key(key, value).await;
     }
 
-    /// Graceful leave: publishes `leaving`, waits until a committed configuration no longer
-    /// holds this node or the leave grace runs out, keeps gossiping meanwhile, then stops.
+    /// Graceful leave: [`Membership::announce_leave`], then stops.
     pub async fn leave(&self) {
+        self.announce_leave().await;
+        self.shutdown().await;
+    }
+
+    /// Publishes `leaving` and waits until a committed configuration no longer holds this
+    /// node or the leave grace runs out, gossiping meanwhile. Returns whether it was removed.
+    /// Gossip goes on until [`Membership::shutdown`].
+    pub async fn announce_leave(&self) -> bool {
         let grace = self.inner.config.leave_grace;
         info!(node = %self.inner.config.node_name, ?grace, "leaving the cluster");
         self.inner.leaving.store(true, Ordering::SeqCst);
@@ -251,13 +258,18 @@ impl Membership {
         let spread = tokio::time::sleep(self.inner.config.gossip_interval * 3);
         let (_, outcome) = tokio::join!(spread, tokio::time::timeout(grace, removed));
         match outcome {
-            Ok(()) => info!(node = %me, "removed from the configuration; stopping"),
-            Err(_) => warn!(
-                node = %me,
-                "no configuration without this node was committed within the leave grace (no majority reachable?); stopping anyway, the others will remove it after down_after"
-            ),
+            Ok(()) => {
+                info!(node = %me, "removed from the configuration");
+                true
+            }
+            Err(_) => {
+                warn!(
+                    node = %me,
+                    "no configuration without this node was committed within the leave grace (no majority reachable?); the others will remove it after down_after"
+                );
+                false
+            }
         }
-        self.shutdown().await;
     }
 
     /// Stops gossip and the configuration protocol at once (no announcement: the others will
@@ -463,6 +475,7 @@ fn build_members(
             config_epoch: state.get(keys::CONFIG_EPOCH).and_then(|v| v.parse().ok()),
             lineage: state.get(keys::CONFIG_LINEAGE).map(str::to_string),
             shards: state.get(keys::SHARDS).and_then(|v| v.parse().ok()),
+            shards_ready: state.get(keys::SHARDS_READY).and_then(|v| v.parse().ok()),
         };
         let rank = (is_live, seen, id.generation_id);
         match by_name.get(&member.name) {

@@ -18,10 +18,12 @@ pub mod keys {
     pub const CONFIG_LINEAGE: &str = "config_lineage";
     /// The shard count the node was started with.
     pub const SHARDS: &str = "shards";
+    /// The newest epoch in which this node serves every shard it is primary for.
+    pub const SHARDS_READY: &str = "shards_ready";
 }
 
 /// The wire protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// A node's own account of where it is in its life cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

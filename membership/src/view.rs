@@ -28,6 +28,8 @@ pub struct Member {
     pub lineage: Option<String>,
     /// The shard count it was started with.
     pub shards: Option<u32>,
+    /// The newest epoch in which it serves every shard it is primary for.
+    pub shards_ready: Option<u64>,
 }
 
 impl Member {

@@ -1,7 +1,6 @@
 //! Building a node with its entity kinds.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::sync::Arc;
 
 use shoal_membership::DurableCell;
@@ -10,7 +9,8 @@ use shoal_transport::{Environment, NodeIdentity};
 use crate::config::NodeConfig;
 use crate::entity::builtin::{Counter, Kv};
 use crate::entity::{Entity, ErasedKind, KindImpl};
-use crate::node::{Node, NodeError};
+use crate::node::{Node, NodeError, Storage};
+use crate::storage::ReplicaStore;
 
 /// Registers entity kinds, then starts the node.
 ///
@@ -59,7 +59,7 @@ impl NodeBuilder {
     pub fn register<K: Entity>(mut self, handler: K) -> Self {
         if self
             .kinds
-            .insert(K::KIND.to_string(), Arc::new(KindImpl(Arc::new(handler))))
+            .insert(K::KIND.to_string(), Arc::new(KindImpl::new(handler)))
             .is_some()
         {
             self.duplicate = Some(K::KIND.to_string());
@@ -73,33 +73,38 @@ impl NodeBuilder {
 
     /// Starts the node; durable state in `config.data_dir` (or memory).
     pub async fn start(self, identity: NodeIdentity, env: Environment) -> Result<Node, NodeError> {
-        let (lock, cell) = Node::open_storage(&self.config)?;
-        self.start_inner(identity, env, cell, lock).await
+        let storage = Node::open_storage(&self.config)?;
+        self.start_inner(identity, env, storage).await
     }
 
-    /// Starts the node with durable state in `cell` (the simulator gives each node a memory
-    /// cell that survives its restarts).
-    pub async fn start_with_cell(
+    /// Starts the node with durable state in `cell` and `store` (the simulator gives each
+    /// node memory ones that survive its restarts).
+    pub async fn start_with_storage(
         self,
         identity: NodeIdentity,
         env: Environment,
         cell: Arc<dyn DurableCell>,
+        store: Arc<dyn ReplicaStore>,
     ) -> Result<Node, NodeError> {
-        self.start_inner(identity, env, cell, None).await
+        let storage = Storage {
+            lock: None,
+            cell,
+            store,
+        };
+        self.start_inner(identity, env, storage).await
     }
 
     async fn start_inner(
         self,
         identity: NodeIdentity,
         env: Environment,
-        cell: Arc<dyn DurableCell>,
-        lock: Option<File>,
+        storage: Storage,
     ) -> Result<Node, NodeError> {
         if let Some(kind) = self.duplicate {
             return Err(NodeError::Config(format!(
                 "entity kind {kind:?} is registered twice"
             )));
         }
-        Node::start_parts(self.config, identity, env, cell, lock, self.kinds).await
+        Node::start_parts(self.config, identity, env, storage, self.kinds).await
     }
 }

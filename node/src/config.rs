@@ -35,6 +35,9 @@ pub struct NodeConfig {
     pub down_after: Duration,
     /// Number of shards; must match the cluster's (fixed when it was bootstrapped).
     pub shards: u32,
+    /// Replicas per shard, the primary included (default 3), if this node founds the
+    /// cluster; a joining node takes the cluster's.
+    pub replicas: u32,
     /// Entity runtime settings (ask timeout, passivation, handoff).
     pub entities: crate::entity::EntitySettings,
     /// Planted-bug knob of the simulator; always 0.
@@ -59,6 +62,7 @@ impl NodeConfig {
             bootstrap: false,
             down_after: Duration::from_secs(10),
             shards: shoal_sharding::DEFAULT_SHARDS,
+            replicas: 3,
             entities: Default::default(),
             quorum_slack: 0,
         }

@@ -35,6 +35,8 @@ pub mod local_cluster;
 pub mod logging;
 pub mod loopback;
 mod node;
+pub mod replication;
+pub mod storage;
 
 pub use builder::NodeBuilder;
 pub use config::NodeConfig;

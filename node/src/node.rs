@@ -11,6 +11,7 @@ use tracing::info;
 
 use crate::config::NodeConfig;
 use crate::entity::{AskError, Entity, Runtime};
+use crate::storage::{DEFAULT_STRIPES, DiskStore, MemStore, ReplicaStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -56,6 +57,13 @@ impl std::fmt::Debug for Node {
     }
 }
 
+/// Durable state: the membership cell and the replica store.
+pub(crate) struct Storage {
+    pub lock: Option<File>,
+    pub cell: Arc<dyn DurableCell>,
+    pub store: Arc<dyn ReplicaStore>,
+}
+
 /// Opens (creating it if needed) and locks the data directory.
 fn open_data_dir(dir: &std::path::Path) -> Result<(File, FileCell), NodeError> {
     let err = |reason: String| NodeError::DataDir {
@@ -85,28 +93,40 @@ impl Node {
         crate::NodeBuilder::new(config).start(identity, env).await
     }
 
-    /// Opens the durable cell for `config.data_dir` (or a memory one).
-    pub(crate) fn open_storage(
-        config: &NodeConfig,
-    ) -> Result<(Option<File>, Arc<dyn DurableCell>), NodeError> {
+    /// Opens the durable state in `config.data_dir` (or memory, lost with the process).
+    pub(crate) fn open_storage(config: &NodeConfig) -> Result<Storage, NodeError> {
         Ok(match &config.data_dir {
             Some(dir) => {
                 let (lock, cell) = open_data_dir(dir)?;
-                (Some(lock), Arc::new(cell))
+                let store = DiskStore::open(&dir.join("replicas"), DEFAULT_STRIPES).map_err(|e| {
+                    NodeError::DataDir {
+                        dir: dir.display().to_string(),
+                        reason: e.to_string(),
+                    }
+                })?;
+                Storage {
+                    lock: Some(lock),
+                    cell: Arc::new(cell),
+                    store: Arc::new(store),
+                }
             }
-            None => (None, Arc::new(MemCell::new())),
+            None => Storage {
+                lock: None,
+                cell: Arc::new(MemCell::new()),
+                store: Arc::new(MemStore::default()),
+            },
         })
     }
 
-    /// Starts with durable state in `cell` and the given entity kinds.
+    /// Starts with the given durable state and entity kinds.
     pub(crate) async fn start_parts(
         config: NodeConfig,
         identity: NodeIdentity,
         env: Environment,
-        cell: Arc<dyn DurableCell>,
-        lock: Option<File>,
+        storage: Storage,
         kinds: std::collections::HashMap<String, Arc<dyn crate::entity::ErasedKind>>,
     ) -> Result<Self, NodeError> {
+        let Storage { lock, cell, store } = storage;
         if identity.name() != config.name {
             return Err(NodeError::Config(format!(
                 "the certificate is issued to {:?}, not to {:?}",
@@ -134,6 +154,8 @@ impl Node {
         mc.bootstrap = config.bootstrap;
         mc.quorum_slack = config.quorum_slack;
         mc.placement.shards = config.shards;
+        mc.placement.replicas = config.replicas;
+        mc.shard_readiness = true;
         let membership = Membership::start(mc, &transport, &env, cell).await?;
         let runtime = Runtime::start(
             transport.clone(),
@@ -142,6 +164,7 @@ impl Node {
             config.shards,
             config.entities.clone(),
             env.rng.fork(),
+            store,
         );
         info!(node = %config.name, listen = %transport.local_addr(), %advertise, "node started");
         Ok(Self {
@@ -211,12 +234,16 @@ impl Node {
         self.inner.runtime.tell::<K>(id, cmd);
     }
 
-    /// Graceful stop: announce `leaving`, wait for the configuration without this node, hand
-    /// every shard this node owns to its new owner, close every connection.
+    /// Graceful stop: announce `leaving`, wait for the configuration without this node, wait
+    /// until every shard this node was primary of is served by its new primary (at most
+    /// `handoff_timeout`), then close every connection.
     pub async fn leave(&self) {
-        self.inner.membership.leave().await;
+        self.inner.membership.announce_leave().await;
         let bound = self.inner.config.entities.handoff_timeout;
-        self.inner.runtime.wait_handoffs(bound).await;
+        if !self.inner.runtime.wait_handed_over(bound).await {
+            tracing::warn!(node = %self.name(), ?bound, "not every shard was served elsewhere in time; stopping anyway");
+        }
+        self.inner.membership.shutdown().await;
         self.inner.runtime.shutdown();
         self.inner.transport.shutdown().await;
         info!(node = %self.name(), "node stopped");

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use shoal::membership::{Committed, MemCell, MembershipEvent};
 use shoal::transport::{Environment, NodeIdentity, NodeRng};
+use shoal::storage::MemStore;
 use shoal::{Node, NodeBuilder, NodeConfig};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -94,6 +95,8 @@ pub struct SimNode {
     pub left: bool,
     /// The node's "disk": durable state that survives its crashes and restarts.
     pub disk: MemCell,
+    /// Its replica store, on the same "disk" (a crash loses only what was not synced).
+    pub store: Arc<MemStore>,
     forwarder: Option<AbortHandle>,
 }
 
@@ -139,6 +142,7 @@ impl SimCluster {
                 generation: None,
                 left: false,
                 disk: MemCell::new(),
+                store: Arc::new(MemStore::default()),
                 forwarder: None,
             });
         }
@@ -189,7 +193,12 @@ impl SimCluster {
         config.down_after = settings.down_after;
         config.quorum_slack = settings.quorum_slack;
         let node = NodeBuilder::new(config)
-            .start_with_cell(n.identity.clone(), env, Arc::new(n.disk.clone()))
+            .start_with_storage(
+                n.identity.clone(),
+                env,
+                Arc::new(n.disk.clone()),
+                n.store.clone(),
+            )
             .await?;
         let generation = node.membership().generation();
         let mut members = node.membership().subscribe();

@@ -18,6 +18,7 @@ pub mod cluster;
 pub mod config_checker;
 pub mod determinism;
 pub mod gossip_datagrams;
+pub mod linearizability;
 pub mod membership_only;
 pub mod net;
 pub mod report;

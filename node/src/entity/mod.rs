@@ -4,13 +4,16 @@
 //! call it from anywhere in the cluster with `node.ask::<K>(id, cmd)` or `node.tell`. The
 //! built-in kinds `kv` and `counter` ([`builtin`]) are always registered.
 
-mod actor;
+pub(crate) mod actor;
 pub mod builtin;
 mod context;
 mod error;
+mod hosting;
 mod kind;
-mod runtime;
-mod shard_host;
+mod routing;
+pub(crate) mod runtime;
+pub(crate) mod shard_host;
+mod transitions;
 pub mod wire;
 
 pub use context::Context;

@@ -1,84 +1,109 @@
-//! One shard as this node holds it: whether it serves it, its active entities (actors) and
-//! the stored states of the passive ones.
+//! One shard as this node holds it: its role here, its active entities (actors), this
+//! node's replica of it, and, while this node is its primary, the replication log.
 //!
-//! A shard is `Serving` on exactly the node that owns it in that node's current epoch, and
-//! only once any live previous owner has handed it over: until then it is `Receiving`, and
-//! commands wait in a bounded buffer. A shard this node has just lost is `Moving`: new
-//! commands are refused (the sender retries at the new owner), the entities finish what they
-//! queued and hand back their state, which goes to the new owner.
+//! Every node keeps a replica of the shards whose replica set it is in (and answers the
+//! replica protocol for them whatever its role). The primary of the current epoch goes
+//! `Recovering` (commands wait in a bounded buffer) → `Serving`. A primary that loses the
+//! shard goes `Draining` (commands wait, its last writes finish) → `Moved` (commands go to
+//! the new primary) → `Idle` once its shard table shows the new primary.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
 
-use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use super::actor::{ActorMsg, Command};
+use super::actor::{ActorMsg, Command, Ready};
 use super::wire::EntityRef;
+use crate::replication::{PrimaryLog, ReplicaShard};
 
-/// Commands a `Receiving` shard holds before it refuses with `Unavailable`.
+/// Commands a shard holds while it is not serving before it refuses with `Unavailable`.
 pub(crate) const RECEIVE_BUFFER: usize = 10_000;
 
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Mode {
-    /// Not ours.
+    /// Not primary here.
     Idle,
+    /// Primary in `ShardHost::epoch`, recovering the shard's state before serving.
+    Recovering,
     Serving,
-    /// Ours, waiting for `from` to hand it over (or for `deadline`).
-    Receiving {
-        from: String,
-        deadline: Instant,
+    /// Was primary; waits for its last writes before handing over.
+    Draining,
+    /// Handed over: commands go to `to`, primary in `epoch`.
+    Moved {
+        to: String,
+        addr: SocketAddr,
+        epoch: u64,
     },
-    /// Was ours; being handed to its new owner.
-    Moving,
+    /// Storage failed for this shard here; until `retry` (if any), it is out of service.
+    Failed {
+        reason: String,
+        retry: Option<Instant>,
+    },
 }
 
 pub(crate) struct Active {
     pub tx: mpsc::Sender<ActorMsg>,
     pub last_used: Instant,
+    /// Distinguishes this actor from a later one of the same entity.
+    pub id: u64,
+    /// Told to stop (passivation): no new command goes to it, and no new actor of the entity
+    /// starts until it has ended, so two actors of one entity never run at once.
+    pub stopping: bool,
 }
-
-/// A shard's actors (to stop) and stored states, taken out for a handoff.
-pub(crate) type Drained = (
-    Vec<(EntityRef, mpsc::Sender<ActorMsg>)>,
-    Vec<(EntityRef, Bytes)>,
-);
 
 pub(crate) struct ShardHost {
     pub mode: Mode,
     /// The epoch the mode was set in.
     pub epoch: u64,
     pub active: HashMap<EntityRef, Active>,
-    pub passive: HashMap<EntityRef, Bytes>,
     pub buffer: Vec<(EntityRef, Command)>,
+    pub replica: ReplicaShard,
+    /// While primary (recovering, serving or draining): the replication log.
+    pub log: Option<PrimaryLog<Ready>>,
+    /// The activation or drain task in progress.
+    pub task: Option<AbortHandle>,
+    /// Woken when an actor of the shard ends.
+    pub ended: Arc<Notify>,
+    /// This node's replica is complete: it served the shard as primary, and no other node
+    /// has been primary since. A primary again in the next epoch skips recovery.
+    pub complete: bool,
 }
 
-impl Default for ShardHost {
-    fn default() -> Self {
+impl ShardHost {
+    pub fn new(replica: ReplicaShard) -> Self {
         Self {
             mode: Mode::Idle,
             epoch: 0,
             active: HashMap::new(),
-            passive: HashMap::new(),
             buffer: Vec::new(),
+            replica,
+            log: None,
+            task: None,
+            ended: Arc::new(Notify::new()),
+            complete: false,
         }
     }
-}
 
-impl ShardHost {
     pub fn is_serving(&self) -> bool {
         matches!(self.mode, Mode::Serving)
     }
 
-    /// How many entities (active and passive) the shard holds.
+    /// How many entities this node's replica of the shard holds.
     pub fn entities(&self) -> usize {
-        self.active.len() + self.passive.len()
+        self.replica.len()
     }
 
-    /// Takes every active actor and stored state out of the shard, for a handoff.
-    pub fn drain(&mut self) -> Drained {
-        let active = self.active.drain().map(|(k, a)| (k, a.tx)).collect();
-        let passive = self.passive.drain().collect();
-        (active, passive)
+    /// Stops every actor (they finish what they queued, then end: the store has their
+    /// state). Returns how many there were. Only for a change of epoch: an actor of the old
+    /// epoch can no longer write.
+    pub fn stop_actors(&mut self) -> usize {
+        let n = self.active.len();
+        for (_, a) in self.active.drain() {
+            let _ = a.tx.try_send(ActorMsg::Stop);
+        }
+        n
     }
 }

@@ -1,0 +1,293 @@
+//! Hosting entities on the shards this node serves: activation on the first message (from
+//! the replica store), passivation when idle or when the node holds too many, and the
+//! buffers of shards that are not serving yet.
+
+use std::sync::Weak;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use shoal_sharding::ShardId;
+use tokio::time::Instant;
+use tracing::{error, warn};
+
+use super::actor::{ActorMsg, Command, Home};
+use super::error::AskError;
+use super::runtime::{Runtime, RuntimeInner};
+use super::shard_host::{Active, Mode, RECEIVE_BUFFER};
+use super::wire::EntityRef;
+use crate::storage::{Record, StoreError};
+
+/// What a delivery does next.
+enum Step {
+    Done,
+    Refused(Command, String),
+    /// The entity's actor is stopping: wait until it has ended.
+    WaitEnded(std::sync::Arc<tokio::sync::Notify>, Command),
+    /// The entity's state must be read from the store first.
+    Read(Command),
+    Send(tokio::sync::mpsc::Sender<ActorMsg>, Command),
+}
+
+impl Runtime {
+    /// Delivers a command to a shard hosted here. On refusal, gives the command back with the
+    /// reason, for a retry.
+    pub(crate) async fn deliver_local(
+        &self,
+        shard: ShardId,
+        target: EntityRef,
+        cmd: Command,
+    ) -> Result<(), (Command, String)> {
+        if let Some(why) = self.cannot_serve() {
+            return Err((cmd, why));
+        }
+        let Some(kind) = self.inner.kinds.get(&target.kind).cloned() else {
+            cmd.reply.fail(AskError::UnknownKind(target.kind.clone()));
+            return Ok(());
+        };
+        let mut cmd = cmd;
+        // A record read from the store, for an entity not active yet.
+        let mut loaded: Option<Option<Record>> = None;
+        loop {
+            match self.delivery_step(shard, &target, &kind, cmd, &loaded) {
+                Step::Done => return Ok(()),
+                Step::Refused(back, why) => return Err((back, why)),
+                Step::WaitEnded(ended, back) => {
+                    let _ = tokio::time::timeout(Duration::from_millis(20), ended.notified()).await;
+                    cmd = back;
+                }
+                Step::Read(back) => {
+                    match self.inner.store.read(shard.0, &target).await {
+                        Ok(r) => loaded = Some(r),
+                        Err(e) => {
+                            let reason = self.fail_shard(shard.0, &e);
+                            back.reply.fail(AskError::Unavailable(reason));
+                            return Ok(());
+                        }
+                    }
+                    cmd = back;
+                }
+                Step::Send(tx, back) => match tx.send(ActorMsg::Command(back)).await {
+                    Ok(()) => return Ok(()),
+                    // The actor ended in between (passivation, handover, a refused write):
+                    // wait until it has left, then start another.
+                    Err(e) => match e.0 {
+                        ActorMsg::Command(back) => {
+                            let ended = {
+                                let host = self.host(shard.0);
+                                let gone = !host
+                                    .active
+                                    .get(&target)
+                                    .is_some_and(|a| a.tx.same_channel(&tx));
+                                (!gone).then(|| host.ended.clone())
+                            };
+                            if let Some(ended) = ended {
+                                let _ = tokio::time::timeout(
+                                    Duration::from_millis(20),
+                                    ended.notified(),
+                                )
+                                .await;
+                            }
+                            cmd = back;
+                        }
+                        ActorMsg::Stop => return Ok(()),
+                    },
+                },
+            }
+        }
+    }
+
+    /// One step of a delivery, under the shard's lock.
+    fn delivery_step(
+        &self,
+        shard: ShardId,
+        target: &EntityRef,
+        kind: &std::sync::Arc<dyn super::actor::ErasedKind>,
+        cmd: Command,
+        loaded: &Option<Option<Record>>,
+    ) -> Step {
+        let mut host = self.host(shard.0);
+        match &host.mode {
+            Mode::Serving => {}
+            Mode::Recovering | Mode::Draining => {
+                if host.buffer.len() >= RECEIVE_BUFFER {
+                    let state = format!("{:?}", host.mode).to_lowercase();
+                    drop(host);
+                    cmd.reply.fail(AskError::Unavailable(format!(
+                        "shard {shard} is {state} and its buffer of {RECEIVE_BUFFER} commands is full"
+                    )));
+                } else {
+                    host.buffer.push((target.clone(), cmd));
+                }
+                return Step::Done;
+            }
+            Mode::Failed { reason, .. } => {
+                let reason = reason.clone();
+                drop(host);
+                cmd.reply.fail(AskError::Unavailable(reason));
+                return Step::Done;
+            }
+            Mode::Idle | Mode::Moved { .. } => {
+                let why = format!("shard {shard} is not served here (epoch {})", host.epoch);
+                return Step::Refused(cmd, why);
+            }
+        }
+        let now = Instant::now();
+        if let Some(a) = host.active.get_mut(target) {
+            if a.stopping {
+                return Step::WaitEnded(host.ended.clone(), cmd);
+            }
+            a.last_used = now;
+            return Step::Send(a.tx.clone(), cmd);
+        }
+        let held = host.replica.version(target);
+        let state: Option<Bytes> = match host.replica.unsynced(target) {
+            Some(r) => r.state.clone(),
+            None if held.is_none() => None,
+            None => match loaded {
+                Some(Some(r)) if Some(r.version) == held => r.state.clone(),
+                _ => return Step::Read(cmd),
+            },
+        };
+        let home = Home {
+            shard: shard.0,
+            epoch: host.epoch,
+            id: self.inner.actor_ids.fetch_add(1, Ordering::Relaxed),
+        };
+        match kind.spawn(
+            std::sync::Arc::downgrade(&self.inner),
+            target.clone(),
+            home,
+            state,
+        ) {
+            Ok(tx) => {
+                host.active.insert(
+                    target.clone(),
+                    Active {
+                        tx: tx.clone(),
+                        last_used: now,
+                        id: home.id,
+                        stopping: false,
+                    },
+                );
+                self.inner.active.fetch_add(1, Ordering::Relaxed);
+                Step::Send(tx, cmd)
+            }
+            Err(e) => {
+                drop(host);
+                cmd.reply.fail(e);
+                Step::Done
+            }
+        }
+    }
+
+    /// Takes `shard` out of service here after a storage error; returns the reason given to
+    /// askers. A write error (a full disk) is retried after a while; corruption is not.
+    pub(crate) fn fail_shard(&self, shard: u32, e: &StoreError) -> String {
+        let reason = format!("shard {shard} on {}: {e}", self.inner.name);
+        let retry = match e {
+            StoreError::Io(_) => Some(Instant::now() + Duration::from_secs(5)),
+            StoreError::Corrupt(_) => None,
+        };
+        error!(node = %self.inner.name, shard, error = %e, "storage failed: the shard is out of service here");
+        let mut host = self.host(shard);
+        host.replica.failed = Some(e.to_string());
+        self.step_down(
+            shard,
+            &mut host,
+            Mode::Failed {
+                reason: reason.clone(),
+                retry,
+            },
+            "the shard's storage failed",
+        );
+        reason
+    }
+
+    /// Delivers commands buffered while a shard was not serving.
+    pub(crate) async fn flush(&self, shard: ShardId, buffered: Vec<(EntityRef, Command)>) {
+        for (target, cmd) in buffered {
+            if let Err((cmd, why)) = self.deliver_local(shard, target, cmd).await {
+                cmd.reply.retry(why, self.epoch());
+            }
+        }
+    }
+
+    /// Idle entities are passivated; beyond the active limit, the least recently used too.
+    /// Shards whose storage failed for a while are tried again.
+    async fn maintain_once(&self) {
+        let now = Instant::now();
+        let idle = self.inner.settings.idle_after;
+        let over = self
+            .active_entities()
+            .saturating_sub(self.inner.settings.max_active);
+        let mut candidates: Vec<(Instant, ShardId, EntityRef)> = Vec::new();
+        let mut retry = Vec::new();
+        for s in 0..self.inner.shards {
+            let host = self.host(s);
+            if let Mode::Failed {
+                retry: Some(at), ..
+            } = host.mode
+                && at <= now
+            {
+                retry.push(s);
+            }
+            if host.is_serving() {
+                for (k, a) in host.active.iter().filter(|(_, a)| !a.stopping) {
+                    if now.duration_since(a.last_used) >= idle || over > 0 {
+                        candidates.push((a.last_used, ShardId(s), k.clone()));
+                    }
+                }
+            }
+        }
+        for s in retry {
+            let mut host = self.host(s);
+            warn!(node = %self.inner.name, shard = s, "trying the shard's storage again");
+            host.replica.failed = None;
+            host.mode = Mode::Idle;
+            drop(host);
+            self.reconsider(s);
+        }
+        self.resync_backups();
+        candidates.sort_by_key(|c| c.0);
+        let idle_count = candidates
+            .iter()
+            .filter(|c| now.duration_since(c.0) >= idle)
+            .count();
+        for (_, shard, key) in candidates.into_iter().take(idle_count.max(over)) {
+            self.passivate(shard, key);
+        }
+    }
+
+    /// Tells an actor to stop; it leaves the shard when it has ended. Its state is in the
+    /// store (or in the replica's unsynced records): nothing to hand back.
+    fn passivate(&self, shard: ShardId, key: EntityRef) {
+        let mut host = self.host(shard.0);
+        if let Some(a) = host.active.get_mut(&key)
+            && !a.stopping
+            && a.tx.try_send(ActorMsg::Stop).is_ok()
+        {
+            a.stopping = true;
+        }
+    }
+
+    /// An actor ended: it leaves the shard, and a new one of its entity may start.
+    pub(crate) fn actor_ended(&self, home: Home, me: &EntityRef) {
+        let mut host = self.host(home.shard);
+        if host.active.get(me).is_some_and(|a| a.id == home.id) {
+            host.active.remove(me);
+            self.inner.active.fetch_sub(1, Ordering::Relaxed);
+        }
+        host.ended.notify_waiters();
+    }
+}
+
+pub(crate) async fn maintain(weak: Weak<RuntimeInner>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(rt) = weak.upgrade() else { return };
+        Runtime::from_inner(rt).maintain_once().await;
+    }
+}

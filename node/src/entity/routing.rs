@@ -1,0 +1,349 @@
+//! Where a message goes, and the retries while ownership settles.
+//!
+//! The primary serves a shard only if it is the primary in its current epoch, a member, and
+//! sees a majority; otherwise the sender is told to retry, and retries (with jitter) until
+//! its timeout. A node that handed a shard over forwards commands to the new primary until
+//! its own table catches up; any other non-primary forwards a request once to the primary
+//! it knows. Only a command that certainly did not run is retried: one that may have run
+//! fails with `Unavailable` saying so.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use shoal_sharding::{ShardId, shard_of};
+use shoal_transport::{Peer, RequestError};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::actor::{ActorMsg, Command, LocalReply, Payload, ReplyTo, encode};
+use super::error::AskError;
+use super::kind::Entity;
+use super::runtime::Runtime;
+use super::shard_host::Mode;
+use super::wire::{ENTITY_SERVICE, EntityRef, EntityRequest, Outcome};
+
+/// Where a message goes.
+pub(crate) enum Route {
+    Local(ShardId),
+    Remote(ShardId, Peer, u64),
+    /// Not servable now; retry.
+    Wait(String),
+}
+
+fn encoder<K: Entity>(v: &(dyn std::any::Any + Send)) -> Option<Bytes> {
+    v.downcast_ref::<K::Command>().map(encode)
+}
+
+impl Runtime {
+    pub(crate) fn shard(&self, target: &EntityRef) -> ShardId {
+        shard_of(&target.kind, target.id.as_bytes(), self.inner.shards)
+    }
+
+    pub(crate) fn route(&self, target: &EntityRef) -> Route {
+        let p = self.placement();
+        let Some(table) = &p.table else {
+            return Route::Wait("this node knows no cluster configuration yet".into());
+        };
+        let shard = self.shard(target);
+        if let Mode::Moved { to, addr, epoch } = &self.host(shard.0).mode
+            && *epoch > p.epoch
+        {
+            return Route::Remote(shard, Peer::named(to.clone(), *addr), *epoch);
+        }
+        match table.primary(shard) {
+            None => Route::Wait("the configuration has no members".into()),
+            Some(owner) if owner == self.inner.name => Route::Local(shard),
+            Some(owner) => match p.addrs.get(owner) {
+                Some(addr) => Route::Remote(shard, Peer::named(owner, *addr), p.epoch),
+                None => Route::Wait(format!("no address for {owner}")),
+            },
+        }
+    }
+
+    /// Why this node cannot serve its shards now, if it cannot.
+    pub(crate) fn cannot_serve(&self) -> Option<String> {
+        let p = self.placement();
+        if !p.member {
+            return Some("this node is not a member of the cluster configuration".into());
+        }
+        let view = self.inner.membership.view();
+        match view.configuration {
+            Some(c) if !c.in_majority => Some(format!(
+                "this node sees no majority of epoch {}'s members: it is on the minority side of a partition",
+                c.epoch
+            )),
+            _ => None,
+        }
+    }
+
+    /// Sends a command to `K`/`id` and waits for the reply, retrying while ownership settles,
+    /// at most `timeout` in all.
+    pub(crate) async fn ask_with<K: Entity>(
+        &self,
+        id: &str,
+        cmd: K::Command,
+        chain: Vec<EntityRef>,
+        timeout: Duration,
+    ) -> Result<K::Reply, AskError> {
+        let target = EntityRef {
+            kind: K::KIND.to_string(),
+            id: id.to_string(),
+        };
+        if let Some(pos) = chain.iter().position(|e| *e == target) {
+            let cycle: Vec<String> = chain[pos..].iter().map(|e| e.to_string()).collect();
+            return Err(AskError::Rejected(format!(
+                "reentrant ask: {target} is waiting in this call chain ({} -> {target}) and cannot take another command until it returns",
+                cycle.join(" -> ")
+            )));
+        }
+        let decode = |b: &Bytes| {
+            postcard::from_bytes::<K::Reply>(b)
+                .map_err(|e| AskError::Decode(format!("reply of {}: {e}", K::KIND)))
+        };
+        let deadline = Instant::now() + timeout;
+        // Kept to send the command again (or elsewhere) once the typed value is gone.
+        let wire = encode(&cmd);
+        let mut payload = Payload::Local(Box::new(cmd), encoder::<K>);
+        let mut last: String;
+        loop {
+            match self.route(&target) {
+                Route::Local(shard) => {
+                    let (tx, rx) = oneshot::channel::<LocalReply>();
+                    let command = Command {
+                        payload,
+                        chain: chain.clone(),
+                        reply: ReplyTo::Local(tx),
+                    };
+                    match self.deliver_local(shard, target.clone(), command).await {
+                        Ok(()) => match tokio::time::timeout_at(deadline, rx).await {
+                            Ok(Ok(LocalReply::Value(b))) => {
+                                return b.downcast::<K::Reply>().map(|r| *r).map_err(|_| {
+                                    AskError::Decode("a reply of another type".into())
+                                });
+                            }
+                            Ok(Ok(LocalReply::Encoded(b))) => return decode(&b),
+                            Ok(Ok(LocalReply::Failed(e))) => return Err(e),
+                            Ok(Ok(LocalReply::Retry(why))) => {
+                                // It did not run; the typed value went with it.
+                                last = why;
+                                payload = Payload::Wire(wire.clone());
+                            }
+                            Ok(Err(_)) => {
+                                return Err(AskError::Unavailable(
+                                    "the entity stopped before replying; the command may or may not have taken effect".into(),
+                                ));
+                            }
+                            Err(_) => return Err(AskError::Timeout(timeout.as_millis() as u64)),
+                        },
+                        Err((back, why)) => {
+                            payload = back.payload;
+                            last = why;
+                        }
+                    }
+                }
+                Route::Remote(_, peer, epoch) => {
+                    let bytes = wire.clone();
+                    let req = EntityRequest {
+                        target: target.clone(),
+                        command: bytes.clone(),
+                        chain: chain.clone(),
+                        epoch,
+                        forwarded: false,
+                    };
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match self
+                        .inner
+                        .transport
+                        .request::<_, Outcome>(peer.clone(), ENTITY_SERVICE, &req, left)
+                        .await
+                    {
+                        Ok(Outcome::Reply(r)) => return decode(&r),
+                        Ok(Outcome::Failed(e)) => return Err(e),
+                        Ok(Outcome::Retry { reason, .. }) => last = reason,
+                        Err(RequestError::Timeout(_)) => {
+                            return Err(AskError::Timeout(timeout.as_millis() as u64));
+                        }
+                        // The request never left: safe to try again.
+                        Err(RequestError::Connect(e)) => {
+                            last =
+                                format!("owner {} unreachable: {e}", peer.name.unwrap_or_default())
+                        }
+                        // It may have been handled: retrying could run the command twice.
+                        Err(e) => {
+                            return Err(AskError::Unavailable(format!(
+                                "lost contact with the owner {} after sending (the command may or may not have run): {e}",
+                                peer.name.unwrap_or_default()
+                            )));
+                        }
+                    }
+                    payload = Payload::Wire(bytes);
+                }
+                Route::Wait(why) => last = why,
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(AskError::Unavailable(last));
+            }
+            let pause = self
+                .inner
+                .rng
+                .jitter(Duration::from_millis(50))
+                .min(deadline - now);
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Sends a command to `K`/`id` without waiting: at most once, dropped when the owner is
+    /// not known or not serving.
+    pub fn tell<K: Entity>(&self, id: &str, cmd: K::Command) {
+        let target = EntityRef {
+            kind: K::KIND.to_string(),
+            id: id.to_string(),
+        };
+        match self.route(&target) {
+            Route::Local(shard) => {
+                let rt = self.clone();
+                let command = Command {
+                    payload: Payload::Local(Box::new(cmd), encoder::<K>),
+                    chain: Vec::new(),
+                    reply: ReplyTo::Nobody,
+                };
+                // Fast path: the actor exists and has room.
+                if rt.cannot_serve().is_none() {
+                    let host = rt.host(shard.0);
+                    if let (Mode::Serving, Some(a)) = (&host.mode, host.active.get(&target)) {
+                        match a.tx.try_send(ActorMsg::Command(command)) {
+                            Ok(()) => return,
+                            Err(tokio::sync::mpsc::error::TrySendError::Full(msg))
+                            | Err(tokio::sync::mpsc::error::TrySendError::Closed(msg)) => {
+                                drop(host);
+                                if let ActorMsg::Command(command) = msg {
+                                    let inner = rt.inner.clone();
+                                    inner.spawn(async move {
+                                        let _ = rt.deliver_local(shard, target, command).await;
+                                    });
+                                }
+                                return;
+                            }
+                        }
+                    }
+                }
+                let inner = rt.inner.clone();
+                inner.spawn(async move {
+                    let _ = rt.deliver_local(shard, target, command).await;
+                });
+            }
+            Route::Remote(_, peer, epoch) => {
+                let req = EntityRequest {
+                    target,
+                    command: encode(&cmd),
+                    chain: Vec::new(),
+                    epoch,
+                    forwarded: false,
+                };
+                let transport = self.inner.transport.clone();
+                self.inner.spawn(async move {
+                    let _ = transport.send(peer, ENTITY_SERVICE, &req).await;
+                });
+            }
+            Route::Wait(why) => debug!(%target, reason = %why, "tell dropped"),
+        }
+    }
+
+    /// Serves a request from another node: here if this node is the shard's primary, else
+    /// forwarded once to the primary it knows.
+    pub(crate) async fn serve_inbound(&self, mut msg: shoal_transport::Inbound) {
+        let req: EntityRequest = match msg.decode() {
+            Ok(r) => r,
+            Err(e) => {
+                msg.reply_error(format!("undecodable entity request: {e}"));
+                return;
+            }
+        };
+        let replier = msg.take_replier();
+        let outcome = self.serve_request(req, replier.is_some()).await;
+        if let (Some(r), Some(o)) = (replier, outcome) {
+            r.reply(&o);
+        }
+    }
+
+    async fn serve_request(&self, req: EntityRequest, wants_reply: bool) -> Option<Outcome> {
+        let epoch = self.epoch();
+        if req.chain.contains(&req.target) {
+            return Some(Outcome::Failed(AskError::Rejected(format!(
+                "reentrant ask: {} is waiting in this call chain",
+                req.target
+            ))));
+        }
+        match self.route(&req.target) {
+            Route::Local(shard) => {
+                let (tx, rx) = oneshot::channel();
+                let cmd = Command {
+                    payload: Payload::Wire(req.command),
+                    chain: req.chain,
+                    reply: if wants_reply {
+                        ReplyTo::Wire(tx)
+                    } else {
+                        ReplyTo::Nobody
+                    },
+                };
+                match self.deliver_local(shard, req.target, cmd).await {
+                    Ok(()) if wants_reply => Some(rx.await.unwrap_or(Outcome::Failed(
+                        AskError::Unavailable(
+                            "the entity stopped before replying; the command may or may not have taken effect".into(),
+                        ),
+                    ))),
+                    Ok(()) => None,
+                    Err((_, reason)) => Some(Outcome::Retry { reason, epoch }),
+                }
+            }
+            Route::Remote(_, peer, _) if !req.forwarded => {
+                let fwd = EntityRequest {
+                    forwarded: true,
+                    epoch,
+                    ..req
+                };
+                Some(self.forward(peer, &fwd, wants_reply).await?)
+            }
+            Route::Remote(shard, peer, _) => Some(Outcome::Retry {
+                reason: format!(
+                    "shard {shard} is owned by {} in epoch {epoch}, not here",
+                    peer.name.unwrap_or_default()
+                ),
+                epoch,
+            }),
+            Route::Wait(reason) => Some(Outcome::Retry { reason, epoch }),
+        }
+    }
+
+    /// Sends `req` on to `peer` and returns its outcome (`None` for a tell).
+    pub(crate) async fn forward(
+        &self,
+        peer: Peer,
+        req: &EntityRequest,
+        wants_reply: bool,
+    ) -> Option<Outcome> {
+        if !wants_reply {
+            let _ = self.inner.transport.send(peer, ENTITY_SERVICE, req).await;
+            return None;
+        }
+        Some(
+            match self
+                .inner
+                .transport
+                .request::<_, Outcome>(peer, ENTITY_SERVICE, req, self.inner.settings.ask_timeout)
+                .await
+            {
+                Ok(o) => o,
+                Err(RequestError::Connect(e)) => Outcome::Retry {
+                    reason: format!("forwarding to the owner failed: {e}"),
+                    epoch: req.epoch,
+                },
+                Err(e) => Outcome::Failed(AskError::Unavailable(format!(
+                    "lost contact with the owner after forwarding (the command may or may not have run): {e}"
+                ))),
+            },
+        )
+    }
+}
