@@ -148,7 +148,7 @@ async fn five_nodes_converge() {
         assert_eq!(seen, names, "{} sees everyone, sorted by name", node.name);
         for m in &view.members {
             assert!(m.live && m.status == NodeStatus::Up, "{}: {m:?}", node.name);
-            assert_eq!(m.protocol, Some(1));
+            assert_eq!(m.protocol, Some(shoal_membership::PROTOCOL_VERSION));
         }
         assert_eq!(view.self_name, node.name);
         let config = view

@@ -35,6 +35,22 @@ pub struct ShardInfo {
     pub primary: String,
     /// Primary first.
     pub replicas: Vec<String>,
+    /// This node's copy: entities held, the epoch it was last installed in, and why it is
+    /// out of service if it is (its storage failed).
+    #[serde(default)]
+    pub here: Option<ReplicaHere>,
+}
+
+/// The answering node's replica of a shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaHere {
+    /// `serving` (primary, taking commands), `recovering`, `replica` (a copy, not serving),
+    /// or `failed`.
+    pub state: String,
+    pub entities: usize,
+    pub installed: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

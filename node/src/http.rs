@@ -73,21 +73,48 @@ async fn cluster(State(node): State<Node>) -> Json<ClusterInfo> {
 
 /// The shard table in use: every shard with its primary and replicas, by node name.
 async fn shards(State(node): State<Node>) -> Json<Vec<ShardInfo>> {
-    let Some((epoch, table)) = node.entities().table() else {
+    let entities = node.entities();
+    let Some((epoch, table)) = entities.table() else {
         return Json(Vec::new());
     };
+    let serving: std::collections::BTreeSet<u32> = entities.serving().iter().map(|s| s.0).collect();
+    let recovering: std::collections::BTreeSet<u32> =
+        entities.recovering().iter().map(|s| s.0).collect();
+    let failed: std::collections::BTreeMap<u32, String> = entities
+        .failed_shards()
+        .into_iter()
+        .map(|(s, why)| (s.0, why))
+        .collect();
     Json(
         (0..table.shards())
             .map(|s| {
-                let replicas: Vec<String> = table
-                    .replicas(shoal_sharding::ShardId(s))
-                    .map(str::to_string)
-                    .collect();
+                let shard = shoal_sharding::ShardId(s);
+                let replicas: Vec<String> = table.replicas(shard).map(str::to_string).collect();
+                let held = replicas.iter().any(|r| r == node.name());
+                let here = (held || failed.contains_key(&s)).then(|| {
+                    let summary = entities.replica_summary(shard);
+                    let state = if failed.contains_key(&s) {
+                        "failed"
+                    } else if serving.contains(&s) {
+                        "serving"
+                    } else if recovering.contains(&s) {
+                        "recovering"
+                    } else {
+                        "replica"
+                    };
+                    crate::api::ReplicaHere {
+                        state: state.into(),
+                        entities: summary.entities,
+                        installed: summary.meta.installed,
+                        error: failed.get(&s).cloned(),
+                    }
+                });
                 ShardInfo {
                     shard: s,
                     epoch,
                     primary: replicas.first().cloned().unwrap_or_default(),
                     replicas,
+                    here,
                 }
             })
             .collect(),

@@ -57,6 +57,8 @@ pub struct LocalCluster {
     cluster_id: String,
     gossip_interval: Duration,
     down_after: Duration,
+    /// `--replicas` for the founding node (`None`: the default).
+    replicas: Option<u32>,
     nodes: BTreeMap<String, LocalNode>,
     http: reqwest::Client,
 }
@@ -82,6 +84,7 @@ impl LocalCluster {
             cluster_id: "shoal".into(),
             gossip_interval: Duration::from_millis(500),
             down_after: Duration::from_secs(10),
+            replicas: None,
             nodes: BTreeMap::new(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))
@@ -104,6 +107,11 @@ impl LocalCluster {
     /// How long a dead member stays in the configuration before it is removed.
     pub fn set_down_after(&mut self, down_after: Duration) {
         self.down_after = down_after;
+    }
+
+    /// Copies of each shard (`--replicas`), for a cluster founded from now on.
+    pub fn set_replicas(&mut self, replicas: u32) {
+        self.replicas = Some(replicas);
     }
 
     pub fn node(&self, name: &str) -> anyhow::Result<&LocalNode> {
@@ -157,6 +165,7 @@ impl LocalCluster {
         let binary = self.binary.clone();
         let gossip = humantime::format_duration(self.gossip_interval).to_string();
         let down_after = humantime::format_duration(self.down_after).to_string();
+        let replicas = self.replicas;
         let node = self
             .nodes
             .get_mut(name)
@@ -181,6 +190,9 @@ impl LocalCluster {
             .args(["--down-after", &down_after])
             .arg("--data-dir")
             .arg(&node.data_dir);
+        if let Some(r) = replicas {
+            cmd.args(["--replicas", &r.to_string()]);
+        }
         if !node.seeds.is_empty() {
             let seeds: Vec<String> = node.seeds.iter().map(|s| s.to_string()).collect();
             cmd.args(["--seeds", &seeds.join(",")]);

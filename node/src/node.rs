@@ -98,12 +98,13 @@ impl Node {
         Ok(match &config.data_dir {
             Some(dir) => {
                 let (lock, cell) = open_data_dir(dir)?;
-                let store = DiskStore::open(&dir.join("replicas"), DEFAULT_STRIPES).map_err(|e| {
-                    NodeError::DataDir {
-                        dir: dir.display().to_string(),
-                        reason: e.to_string(),
-                    }
-                })?;
+                let store =
+                    DiskStore::open(&dir.join("replicas"), DEFAULT_STRIPES).map_err(|e| {
+                        NodeError::DataDir {
+                            dir: dir.display().to_string(),
+                            reason: e.to_string(),
+                        }
+                    })?;
                 Storage {
                     lock: Some(lock),
                     cell: Arc::new(cell),

@@ -139,10 +139,8 @@ fn epoch_members(info: &shoal::api::ClusterInfo) -> Vec<(String, u64)> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_processes_remove_two_killed_nodes_and_add_them_back_as_new_generations() {
-    let mut c = cluster();
-    c.set_down_after(Duration::from_secs(2));
+/// Five nodes n1..n5 (n1 founds, n2 seeded by n1, the rest by both), all started.
+fn five_started(c: &mut LocalCluster) -> [&'static str; 5] {
     let names = ["n1", "n2", "n3", "n4", "n5"];
     c.add_node("n1", &[]).unwrap();
     c.add_node("n2", &["n1"]).unwrap();
@@ -152,6 +150,14 @@ async fn five_processes_remove_two_killed_nodes_and_add_them_back_as_new_generat
     for n in names {
         c.start(n).unwrap();
     }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_processes_remove_two_killed_nodes_and_add_them_back_as_new_generations() {
+    let mut c = cluster();
+    c.set_down_after(Duration::from_secs(2));
+    let names = five_started(&mut c);
     let mut before = None;
     for n in names {
         let info = c
@@ -291,5 +297,171 @@ async fn values_written_through_one_gateway_are_read_through_all_and_survive_a_j
         log.contains("shard serving"),
         "n4 recovered shards and serves them:\n{log}"
     );
+    c.stop_all().await;
+}
+
+/// Reads `key` through `node` until it answers 200 or the deadline passes; the value.
+async fn read_until_ok(base: &str, key: &str) -> (u16, serde_json::Value) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let (s, v) = http(reqwest::Method::GET, format!("{base}/kv/{key}"), None).await;
+        if s == 200 || tokio::time::Instant::now() >= deadline {
+            return (s, v);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Asserts that every acknowledged write reads back, through every node in `through`.
+async fn assert_all_readable(
+    c: &LocalCluster,
+    through: &[&str],
+    acked: &std::collections::BTreeMap<String, u64>,
+    when: &str,
+) {
+    for n in through {
+        let base = format!("http://{}", c.node(n).unwrap().http);
+        for (k, want) in acked {
+            let (s, v) = read_until_ok(&base, k).await;
+            assert_eq!(
+                (s, v["value"]["v"].as_u64()),
+                (200, Some(*want)),
+                "{k} through {n} {when}: {v}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_two_kills_restarts_and_a_full_cluster_restart() {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+    let mut c = cluster();
+    c.set_down_after(Duration::from_secs(2));
+    // Five copies of every shard: any two nodes may die and every shard keeps a majority of
+    // its replicas, so everything stays readable (with three, a shard that had two replicas
+    // on the dead nodes would wait for one of them to come back, its data intact on disk).
+    c.set_replicas(5);
+    let names = five_started(&mut c);
+    for n in names {
+        c.wait_for(n, DEADLINE, "5 members owning shards", |i| {
+            i.config_members.len() == 5 && i.shards.len() == 5
+        })
+        .await
+        .unwrap();
+    }
+    let bases: Vec<String> = names
+        .iter()
+        .map(|n| format!("http://{}", c.node(n).unwrap().http))
+        .collect();
+
+    // A writer puts fresh keys through every node in turn; what got a 200 is acknowledged.
+    let acked: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let writer = {
+        let (acked, stop, bases) = (acked.clone(), stop.clone(), bases.clone());
+        tokio::spawn(async move {
+            let mut failed = 0u64;
+            for i in 0u64.. {
+                let base = &bases[i as usize % bases.len()];
+                let key = format!("w-{i}");
+                let put = http(
+                    reqwest::Method::PUT,
+                    format!("{base}/kv/{key}"),
+                    Some(serde_json::json!({ "v": i })),
+                );
+                tokio::select! {
+                    (s, v) = put => {
+                        if s == 200 {
+                            acked.lock().unwrap().insert(key, i);
+                        } else {
+                            failed += 1;
+                            if failed % 50 == 1 {
+                                eprintln!("PUT {key} through {base}: {s} {v}");
+                            }
+                        }
+                    }
+                    _ = stop.notified() => return failed,
+                }
+            }
+            failed
+        })
+    };
+    let acked_now = || acked.lock().unwrap().len();
+    let wait_acked = |n: usize| {
+        let acked = acked.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + DEADLINE;
+            while acked.lock().unwrap().len() < n {
+                assert!(tokio::time::Instant::now() < deadline, "writes stalled");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_acked(200).await;
+
+    // SIGKILL two nodes under load; the writer keeps going through everyone.
+    c.kill("n4").await.unwrap();
+    c.kill("n5").await.unwrap();
+    for n in ["n1", "n2", "n3"] {
+        c.wait_for(n, DEADLINE, "n4 and n5 removed", |i| {
+            i.config_members.len() == 3 && i.shards.len() == 3
+        })
+        .await
+        .unwrap();
+    }
+    let before = acked_now();
+    wait_acked(before + 100).await;
+    // `notify_one` keeps a permit if the writer is between two puts right now.
+    stop.notify_one();
+    let failed = writer.await.unwrap();
+    let acked = acked.lock().unwrap().clone();
+    eprintln!("{} writes acknowledged, {failed} failed", acked.len());
+    assert_all_readable(&c, &["n1", "n2", "n3"], &acked, "after two kills").await;
+
+    // Restarted with their data directories, they rejoin and catch up.
+    c.start("n4").unwrap();
+    c.start("n5").unwrap();
+    for n in names {
+        c.wait_for(n, DEADLINE, "all five members again", |i| {
+            i.config_members.len() == 5 && i.shards.len() == 5
+        })
+        .await
+        .unwrap();
+    }
+    assert_all_readable(&c, &names, &acked, "after the restarts").await;
+    let shards: Vec<serde_json::Value> = reqwest::get(format!("{}/shards", bases[3]))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let held: Vec<&serde_json::Value> = shards.iter().filter(|s| !s["here"].is_null()).collect();
+    assert!(!held.is_empty(), "n4 holds replicas again");
+    assert!(
+        held.iter().all(|s| s["here"]["state"] != "failed"),
+        "no replica of n4 failed: {held:?}"
+    );
+    let log = std::fs::read_to_string(&c.node("n4").unwrap().log).unwrap();
+    assert!(log.contains("shard serving"), "n4 serves shards again");
+
+    // The whole cluster stops at once and starts again from its data directories.
+    for n in names {
+        c.kill(n).await.unwrap();
+    }
+    for n in names {
+        c.start(n).unwrap();
+    }
+    for n in names {
+        c.wait_for(
+            n,
+            DEADLINE * 2,
+            "all five members after a full restart",
+            |i| i.config_members.len() == 5 && i.up().len() == 5 && i.shards.len() == 5,
+        )
+        .await
+        .unwrap();
+    }
+    assert_all_readable(&c, &names, &acked, "after a full cluster restart").await;
     c.stop_all().await;
 }

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal::membership::{Committed, MemCell, MembershipEvent};
-use shoal::transport::{Environment, NodeIdentity, NodeRng};
 use shoal::storage::MemStore;
+use shoal::transport::{Environment, NodeIdentity, NodeRng};
 use shoal::{Node, NodeBuilder, NodeConfig};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use crate::certs::SimCerts;
 use crate::clock::SimClock;
 use crate::net::Net;
+use crate::replica_checker::ReplicaChecker;
 use crate::socket::SimSockets;
 use crate::trace::Trace;
 use crate::trace_event;
@@ -66,6 +67,10 @@ pub struct NodeSettings {
     pub down_after: Duration,
     /// Planted bug: votes short of a majority that still count.
     pub quorum_slack: usize,
+    /// Seeded fault points in replication and handoff (delayed acks, lost chunks).
+    pub buggify: bool,
+    /// Planted bug: replicas accept writes of epochs older than they promised.
+    pub fencing_bug: bool,
 }
 
 impl Default for NodeSettings {
@@ -76,6 +81,8 @@ impl Default for NodeSettings {
             phi_threshold: defaults.failure_detector.phi_threshold,
             down_after: defaults.down_after,
             quorum_slack: 0,
+            buggify: true,
+            fencing_bug: false,
         }
     }
 }
@@ -113,6 +120,8 @@ pub struct SimCluster {
     pub nodes: Vec<SimNode>,
     pub settings: NodeSettings,
     events: mpsc::UnboundedSender<Observed>,
+    /// Told what every node's replica store makes durable and every replication milestone.
+    pub replicas: Option<ReplicaChecker>,
 }
 
 impl SimCluster {
@@ -154,6 +163,7 @@ impl SimCluster {
                 nodes,
                 settings,
                 events,
+                replicas: None,
             },
             rx,
         ))
@@ -192,6 +202,17 @@ impl SimCluster {
         };
         config.down_after = settings.down_after;
         config.quorum_slack = settings.quorum_slack;
+        config.entities.buggify = settings.buggify;
+        config.entities.fencing_bug = settings.fencing_bug;
+        if let Some(checker) = &self.replicas {
+            let c = checker.clone();
+            config.entities.observer =
+                Some(Arc::new(move |node: &str, ev: &_| c.on_event(node, ev)));
+            let c = checker.clone();
+            let name = n.name.clone();
+            n.store
+                .set_observer(Arc::new(move |writes: &[_]| c.on_stored(&name, writes)));
+        }
         let node = NodeBuilder::new(config)
             .start_with_storage(
                 n.identity.clone(),

@@ -25,6 +25,8 @@ pub struct Summary {
     pub packets_per_node_sec: f64,
     pub bytes_per_node_sec: f64,
     pub workload: crate::workload::Stats,
+    pub history: crate::history::HistoryStats,
+    pub replicas_equal_secs: Option<f64>,
     pub simulated_secs: f64,
     pub wall_secs: f64,
     pub speedup: f64,
@@ -72,6 +74,8 @@ impl From<&RunReport> for Summary {
                 .collect(),
             packets_per_node_sec: r.packets_per_node_sec,
             workload: r.workload.clone(),
+            history: r.history.clone(),
+            replicas_equal_secs: r.replicas_equal,
             bytes_per_node_sec: r.bytes_per_node_sec,
             simulated_secs: r.simulated_secs,
             wall_secs: r.wall_secs,
@@ -177,6 +181,14 @@ pub fn print_human(r: &RunReport, replay_extra: &str) {
             w.timeout,
             w.other
         );
+        let h = &r.history;
+        println!(
+            "linearizability: {} entities, {} operations ({} with unknown outcome), {} undecided",
+            h.entities, h.operations, h.unknown_outcomes, h.undecided
+        );
+    }
+    if let Some(secs) = r.replicas_equal {
+        println!("replicas equal {secs:.1}s after the cluster agreed");
     }
     println!(
         "traffic: {:.1} datagrams/s and {:.1} KB/s per node",

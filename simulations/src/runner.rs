@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use shoal::entity::builtin::{CounterCommand, KvCommand};
 use shoal_transport::NodeRng;
 use tokio::time::Instant;
 
@@ -13,10 +14,12 @@ use crate::certs::SimCerts;
 use crate::checker::{Detection, MembershipChecker, Violation, agreement};
 use crate::cluster::{NodeSettings, Observed, Report, SimCluster};
 use crate::config_checker::{ConfigChecker, Removal};
+use crate::history::{History, HistoryStats};
 use crate::net::{LinkFaults, Net, NetConfig};
+use crate::replica_checker::{self, ReplicaChecker};
 use crate::scenario::{Action, Params, Step};
 use crate::trace::Trace;
-use crate::workload::{self, EntityChecker, NodeEntities, Stats};
+use crate::workload::{self, EntityChecker, NodeEntities, Seen, Stats};
 use crate::{determinism, scenarios, trace_event};
 
 /// A bug planted on purpose, to show that the checkers catch it.
@@ -26,6 +29,9 @@ pub enum Bug {
     NoFailureDetection,
     /// The configuration protocol counts one vote fewer than a majority as enough.
     WeakQuorum,
+    /// Replicas accept writes of epochs older than the newest they promised (broken
+    /// fencing).
+    StaleEpoch,
 }
 
 /// What to run.
@@ -89,6 +95,10 @@ pub struct RunReport {
     pub removals: Vec<Removal>,
     /// Outcomes of the client workload.
     pub workload: Stats,
+    /// What the linearizability check covered.
+    pub history: HistoryStats,
+    /// Seconds from the agreement after the heal until every shard's replicas were equal.
+    pub replicas_equal: Option<f64>,
     pub simulated_secs: f64,
     pub wall_secs: f64,
     pub packets_per_node_sec: f64,
@@ -154,6 +164,9 @@ pub fn quiet_window(s: &NodeSettings) -> f64 {
     };
     10.0 + 5.0 + phi * s.gossip_interval.as_secs_f64() * 2.0 + 5.0
 }
+
+/// How long after the cluster agrees again every shard's replicas must be equal.
+const REPLICAS_EQUAL_WITHIN: Duration = Duration::from_secs(30);
 
 /// Runs `opts` on a fresh thread with its own runtime.
 pub fn run(opts: RunOptions) -> anyhow::Result<RunReport> {
@@ -496,6 +509,7 @@ async fn simulate(opts: RunOptions) -> anyhow::Result<RunReport> {
     match opts.bug {
         Some(Bug::NoFailureDetection) => settings.phi_threshold = f64::INFINITY,
         Some(Bug::WeakQuorum) => settings.quorum_slack = 1,
+        Some(Bug::StaleEpoch) => settings.fencing_bug = true,
         None => {}
     }
     trace_event!(
@@ -521,7 +535,7 @@ async fn simulate(opts: RunOptions) -> anyhow::Result<RunReport> {
     );
     tokio::spawn(net.clone().run());
     let certs = SimCerts::new(rng.fork())?;
-    let (cluster, mut events) = SimCluster::new(
+    let (mut cluster, mut events) = SimCluster::new(
         net.clone(),
         trace.clone(),
         rng.fork(),
@@ -530,6 +544,8 @@ async fn simulate(opts: RunOptions) -> anyhow::Result<RunReport> {
         settings.clone(),
         start,
     )?;
+    let replicas = ReplicaChecker::new(start);
+    cluster.replicas = Some(replicas.clone());
     let params = Params {
         nodes,
         duration,
@@ -580,10 +596,13 @@ async fn simulate(opts: RunOptions) -> anyhow::Result<RunReport> {
     let mut convergence = None;
     let client_rng = rng.fork();
     type OpResult = (
+        usize,
         String,
         workload::Op,
-        Result<String, shoal::entity::AskError>,
+        Result<workload::Reply, shoal::entity::AskError>,
     );
+    let mut history = History::new(start);
+    let mut seen = Seen::default();
     let (ops_tx, mut ops) = tokio::sync::mpsc::unbounded_channel::<OpResult>();
     let mut workload_tick =
         tokio::time::interval_at(start + Duration::from_secs(1), opts.workload_every);
@@ -594,21 +613,26 @@ async fn simulate(opts: RunOptions) -> anyhow::Result<RunReport> {
         tokio::select! {
             biased;
             Some(ev) = events.recv() => world.on_event(ev),
-            Some((via, op, result)) = ops.recv() => {
+            Some((client, via, op, result)) = ops.recv() => {
                 world.stats.record(&result);
                 match &result {
-                    Ok(reply) => trace_event!(trace, via.as_str(), "ask", "{op} ok {reply}"),
-                    Err(e) => trace_event!(trace, via.as_str(), "ask", "{op} failed {e}"),
+                    Ok(reply) => {
+                        seen.note(&op, reply);
+                        trace_event!(trace, via.as_str(), "ask", "#{client} {op} ok {reply}")
+                    }
+                    Err(e) => trace_event!(trace, via.as_str(), "ask", "#{client} {op} failed {e}"),
                 }
+                history.ret(client, result);
             }
             _ = workload_tick.tick(), if opts.workload => {
                 if let Some(node) = world.client_node(&client_rng) {
                     seq += 1;
-                    let op = workload::pick(&client_rng, seq);
+                    let op = workload::pick(&client_rng, seq, &seen);
+                    let client = history.call(&op);
                     let tx = ops_tx.clone();
                     tokio::spawn(async move {
                         let result = workload::run(&node, &op, Duration::from_secs(2)).await;
-                        let _ = tx.send((node.name().to_string(), op, result));
+                        let _ = tx.send((client, node.name().to_string(), op, result));
                     });
                 }
             }
@@ -665,6 +689,10 @@ async fn simulate(opts: RunOptions) -> anyhow::Result<RunReport> {
         tokio::select! {
             biased;
             Some(ev) = events.recv() => world.on_event(ev),
+            Some((client, _, _, result)) = ops.recv() => {
+                world.stats.record(&result);
+                history.ret(client, result);
+            }
             _ = sampler.tick() => {
                 world.retry_due_starts().await?;
                 match world.sample() {
@@ -685,20 +713,64 @@ async fn simulate(opts: RunOptions) -> anyhow::Result<RunReport> {
     if heal_agreement.is_some() && opts.workload {
         for k in 0..workload::KEYS {
             for op in [
-                workload::Op::CounterGet(format!("c{k}")),
-                workload::Op::KvGet(format!("k{k}")),
+                workload::Op::Counter(format!("c{k}"), CounterCommand::Get),
+                workload::Op::Kv(format!("k{k}"), KvCommand::Get),
             ] {
-                let Some(node) = world.client_node(&client_rng) else {
-                    break;
-                };
-                let result = workload::run(&node, &op, Duration::from_secs(5)).await;
-                if let Err(e) = result {
-                    failed_after_heal.push(format!("{op} through {}: {e}", node.name()));
+                // A read is safe to repeat: a client whose connection died under it (one
+                // opened before the heal, say) asks again, through another node.
+                for attempt in 1..=3 {
+                    let Some(node) = world.client_node(&client_rng) else {
+                        break;
+                    };
+                    let client = history.call(&op);
+                    let result = workload::run(&node, &op, Duration::from_secs(5)).await;
+                    let failed = match &result {
+                        Ok(reply) => {
+                            trace_event!(trace, node.name(), "ask", "#{client} {op} ok {reply}");
+                            None
+                        }
+                        Err(e) => {
+                            trace_event!(trace, node.name(), "ask", "#{client} {op} failed {e}");
+                            Some(format!("{op} through {}: {e}", node.name()))
+                        }
+                    };
+                    history.ret(client, result);
+                    match failed {
+                        None => break,
+                        Some(why) if attempt == 3 => failed_after_heal.push(why),
+                        Some(_) => {}
+                    }
                 }
             }
         }
     }
+    // Every shard's replicas converge once nothing disturbs them.
+    let mut replicas_equal = None;
+    let mut replica_difference = String::new();
+    if heal_agreement.is_some() {
+        let since = Instant::now();
+        let deadline = since + REPLICAS_EQUAL_WITHIN;
+        loop {
+            let nodes: Vec<shoal::Node> = world
+                .cluster
+                .running()
+                .filter_map(|n| n.node.clone())
+                .collect();
+            match replica_checker::replicas_equal(&nodes) {
+                Ok(()) => {
+                    replicas_equal = Some(since.elapsed().as_secs_f64());
+                    break;
+                }
+                Err(why) => replica_difference = why,
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
     let at = world.secs();
+    let (mut not_linearizable, history_stats) = history.check(at);
     let mut violations = world.checker.violations().to_vec();
     violations.extend(world.entities.violations().iter().cloned());
     violations.extend(world.stuck.iter().cloned());
@@ -707,14 +779,41 @@ async fn simulate(opts: RunOptions) -> anyhow::Result<RunReport> {
             at,
             checker: "ask-after-heal",
             what: format!(
-                "{} asks failed after the cluster agreed again, e.g. {}",
+                "{} reads failed three times after the cluster agreed again, e.g. {}",
                 failed_after_heal.len(),
                 failed_after_heal[0]
             ),
         });
     }
     violations.extend(world.configs.violations().iter().cloned());
+    violations.extend(replicas.violations());
+    if scenario.asks_never_fail && world.stats.ok != world.stats.total() {
+        let s = &world.stats;
+        violations.push(Violation {
+            at,
+            checker: "asks-never-fail",
+            what: format!(
+                "only planned changes happened, yet {} of {} asks failed ({} unavailable, {} timed out, {} other)",
+                s.total() - s.ok,
+                s.total(),
+                s.unavailable,
+                s.timeout,
+                s.other
+            ),
+        });
+    }
+    violations.append(&mut not_linearizable);
     violations.sort_by(|a, b| a.at.total_cmp(&b.at));
+    if heal_agreement.is_some() && replicas_equal.is_none() {
+        violations.push(Violation {
+            at,
+            checker: "replicas-equal",
+            what: format!(
+                "replicas still differ {}s after the cluster agreed: {replica_difference}",
+                REPLICAS_EQUAL_WITHIN.as_secs()
+            ),
+        });
+    }
     if heal_agreement.is_none() {
         violations.push(Violation {
             at,
@@ -761,6 +860,8 @@ async fn simulate(opts: RunOptions) -> anyhow::Result<RunReport> {
         joins: world.configs.joins.iter().map(|(_, s)| *s).collect(),
         removals: world.configs.removals.clone(),
         workload: world.stats.clone(),
+        history: history_stats,
+        replicas_equal,
         simulated_secs,
         wall_secs: 0.0,
         packets_per_node_sec: sent_packets as f64 / per,

@@ -70,6 +70,8 @@ pub struct Scenario {
     pub about: &'static str,
     pub default_nodes: usize,
     pub default_duration: Duration,
+    /// Every client ask must succeed (no fault that may make one fail: planned changes only).
+    pub asks_never_fail: bool,
     pub plan: fn(&Params, &NodeRng) -> Vec<Step>,
 }
 

@@ -15,6 +15,7 @@ pub fn all() -> Vec<Scenario> {
             about: "no faults at all for 10 minutes: no live node may ever be reported failed",
             default_nodes: 5,
             default_duration: Duration::from_secs(600),
+            asks_never_fail: false,
             plan: steady,
         },
         Scenario {
@@ -22,6 +23,7 @@ pub fn all() -> Vec<Scenario> {
             about: "nodes join one at a time, every 5-10 s",
             default_nodes: 5,
             default_duration: Duration::from_secs(90),
+            asks_never_fail: false,
             plan: join,
         },
         Scenario {
@@ -29,6 +31,7 @@ pub fn all() -> Vec<Scenario> {
             about: "the cluster splits in two halves, then heals; twice",
             default_nodes: 6,
             default_duration: Duration::from_secs(120),
+            asks_never_fail: false,
             plan: partition_halves,
         },
         Scenario {
@@ -36,6 +39,7 @@ pub fn all() -> Vec<Scenario> {
             about: "a majority and a minority (3|2 for 5 nodes) lose each other, then heal",
             default_nodes: 5,
             default_duration: Duration::from_secs(120),
+            asks_never_fail: false,
             plan: partition_majority,
         },
         Scenario {
@@ -43,6 +47,7 @@ pub fn all() -> Vec<Scenario> {
             about: "two sides cut apart except for one node that still sees both",
             default_nodes: 5,
             default_duration: Duration::from_secs(120),
+            asks_never_fail: false,
             plan: bridge,
         },
         Scenario {
@@ -50,6 +55,7 @@ pub fn all() -> Vec<Scenario> {
             about: "one side can send to the other but not hear back",
             default_nodes: 5,
             default_duration: Duration::from_secs(120),
+            asks_never_fail: false,
             plan: one_way,
         },
         Scenario {
@@ -57,6 +63,7 @@ pub fn all() -> Vec<Scenario> {
             about: "bursts of loss (10-30%), duplication, reordering and latency spikes",
             default_nodes: 5,
             default_duration: Duration::from_secs(120),
+            asks_never_fail: false,
             plan: flaky_network,
         },
         Scenario {
@@ -64,6 +71,7 @@ pub fn all() -> Vec<Scenario> {
             about: "a minority of nodes crash and restart as new generations, repeatedly",
             default_nodes: 5,
             default_duration: Duration::from_secs(150),
+            asks_never_fail: false,
             plan: crash_restart,
         },
         Scenario {
@@ -71,6 +79,7 @@ pub fn all() -> Vec<Scenario> {
             about: "a minority of nodes crash and stay down until the heal: the rest remove them",
             default_nodes: 5,
             default_duration: Duration::from_secs(60),
+            asks_never_fail: false,
             plan: crash_stop,
         },
         Scenario {
@@ -78,6 +87,7 @@ pub fn all() -> Vec<Scenario> {
             about: "node clocks hours apart; some restart with their clock stepped back",
             default_nodes: 5,
             default_duration: Duration::from_secs(120),
+            asks_never_fail: false,
             plan: clock_skew,
         },
         Scenario {
@@ -85,7 +95,24 @@ pub fn all() -> Vec<Scenario> {
             about: "a random mix of all of the above and graceful leaves, drawn from the seed",
             default_nodes: 5,
             default_duration: Duration::from_secs(180),
+            asks_never_fail: false,
             plan: chaos,
+        },
+        Scenario {
+            name: "rolling-restart",
+            about: "every node in turn leaves gracefully and comes back, under load: no ask may fail",
+            default_nodes: 5,
+            default_duration: Duration::from_secs(200),
+            asks_never_fail: true,
+            plan: rolling_restart,
+        },
+        Scenario {
+            name: "restart-mid-handoff",
+            about: "a node joins and, while shards move to it, it or an old owner crashes and restarts",
+            default_nodes: 5,
+            default_duration: Duration::from_secs(150),
+            asks_never_fail: false,
+            plan: restart_mid_handoff,
         },
     ]
 }
@@ -300,6 +327,55 @@ fn chaos(p: &Params, rng: &NodeRng) -> Vec<Step> {
             }
         }
         t += between(rng, 3.0, 12.0);
+    }
+    s.build()
+}
+
+fn rolling_restart(p: &Params, rng: &NodeRng) -> Vec<Step> {
+    let mut s = Schedule::new();
+    s.start_all(p.nodes);
+    let mut t = between(rng, 15.0, 20.0);
+    for i in 0..p.nodes {
+        s.at(t, Action::Leave(i));
+        // Back once the leave is over and its removal committed; the next node goes once the
+        // shards have settled again.
+        t += between(rng, 8.0, 12.0);
+        s.at(t, Action::Start(i));
+        t += between(rng, 15.0, 20.0);
+    }
+    s.build()
+}
+
+fn restart_mid_handoff(p: &Params, rng: &NodeRng) -> Vec<Step> {
+    let n = p.nodes;
+    let mut s = Schedule::new();
+    // All but the last node form the cluster; the last one joins, repeatedly.
+    for i in 0..n - 1 {
+        s.at(Duration::ZERO, Action::Start(i));
+    }
+    let joiner = n - 1;
+    let mut t = between(rng, 10.0, 15.0);
+    let mut first = true;
+    while t + secs(30.0) < p.duration {
+        if first {
+            s.at(t, Action::Start(joiner));
+            first = false;
+        }
+        // The join commits about a second after the start; shards move right after.
+        let mid = t + between(rng, 0.5, 4.0);
+        let victim = if rng.below(2) == 0 {
+            joiner
+        } else {
+            rng.below((n - 1) as u64) as usize
+        };
+        s.at(mid, Action::Crash(victim));
+        t = mid + between(rng, 3.0, 10.0);
+        s.at(t, Action::Start(victim));
+        t += between(rng, 10.0, 20.0);
+        // The joiner leaves and joins again: the next round moves shards to it once more.
+        s.at(t, Action::Leave(joiner));
+        t += between(rng, 8.0, 12.0);
+        s.at(t, Action::Start(joiner));
     }
     s.build()
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use shoal::Node;
 use shoal::entity::AskError;
-use shoal::entity::builtin::{Counter, CounterCommand, Kv, KvCommand};
+use shoal::entity::builtin::{Counter, CounterCommand, Kv, KvCommand, KvReply};
 use shoal_transport::NodeRng;
 
 use crate::checker::Violation;
@@ -21,76 +21,110 @@ use crate::checker::Violation;
 /// Keys per kind the workload touches.
 pub const KEYS: u64 = 24;
 
-/// One client operation.
-#[derive(Debug, Clone)]
+/// One client operation: one ask.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    CounterAdd(String, i64),
-    CounterGet(String),
-    KvPut(String, u64),
-    KvGet(String),
-    KvCas(String, u64),
+    Kv(String, KvCommand),
+    Counter(String, CounterCommand),
+}
+
+/// The reply of an operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Kv(KvReply),
+    Counter(i64),
+}
+
+impl Op {
+    /// The entity it addresses, as `kind/id`.
+    pub fn entity(&self) -> String {
+        match self {
+            Op::Kv(k, _) => format!("kv/{k}"),
+            Op::Counter(k, _) => format!("counter/{k}"),
+        }
+    }
+
+    /// A read of the same entity.
+    pub fn read_of(&self) -> Op {
+        match self {
+            Op::Kv(k, _) => Op::Kv(k.clone(), KvCommand::Get),
+            Op::Counter(k, _) => Op::Counter(k.clone(), CounterCommand::Get),
+        }
+    }
 }
 
 impl std::fmt::Display for Op {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Op::CounterAdd(k, d) => write!(f, "counter/{k} add {d}"),
-            Op::CounterGet(k) => write!(f, "counter/{k} get"),
-            Op::KvPut(k, v) => write!(f, "kv/{k} put {v}"),
-            Op::KvGet(k) => write!(f, "kv/{k} get"),
-            Op::KvCas(k, v) => write!(f, "kv/{k} cas {v}"),
+            Op::Counter(k, CounterCommand::Add(d)) => write!(f, "counter/{k} add {d}"),
+            Op::Counter(k, CounterCommand::Get) => write!(f, "counter/{k} get"),
+            Op::Kv(k, KvCommand::Get) => write!(f, "kv/{k} get"),
+            Op::Kv(k, KvCommand::Put(v)) => write!(f, "kv/{k} put {v}"),
+            Op::Kv(k, KvCommand::Cas { expected, new }) => {
+                write!(f, "kv/{k} cas {expected:?} -> {new}")
+            }
+            Op::Kv(k, KvCommand::Delete) => write!(f, "kv/{k} delete"),
+        }
+    }
+}
+
+impl std::fmt::Display for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reply::Kv(KvReply::Value(v)) => write!(f, "{v:?}"),
+            Reply::Kv(KvReply::CasFailed(v)) => write!(f, "cas-failed {v:?}"),
+            Reply::Counter(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// The values the clients last saw per kv key: compare-and-set expects one of them, so it
+/// succeeds often enough to matter.
+#[derive(Debug, Default)]
+pub struct Seen(BTreeMap<String, Option<String>>);
+
+impl Seen {
+    pub fn note(&mut self, op: &Op, reply: &Reply) {
+        if let (Op::Kv(k, _), Reply::Kv(KvReply::Value(v) | KvReply::CasFailed(v))) = (op, reply) {
+            self.0.insert(k.clone(), v.clone());
         }
     }
 }
 
 /// A random operation; `seq` makes written values unique.
-pub fn pick(rng: &NodeRng, seq: u64) -> Op {
+pub fn pick(rng: &NodeRng, seq: u64, seen: &Seen) -> Op {
     let key = rng.below(KEYS);
-    match rng.below(10) {
-        0..=3 => Op::CounterAdd(format!("c{key}"), 1),
-        4 => Op::CounterGet(format!("c{key}")),
-        5..=6 => Op::KvPut(format!("k{key}"), seq),
-        7..=8 => Op::KvGet(format!("k{key}")),
-        _ => Op::KvCas(format!("k{key}"), seq),
+    let kv = format!("k{key}");
+    match rng.below(20) {
+        0..=6 => Op::Counter(format!("c{key}"), CounterCommand::Add(1)),
+        7..=8 => Op::Counter(format!("c{key}"), CounterCommand::Get),
+        9..=11 => Op::Kv(kv, KvCommand::Put(seq.to_string())),
+        12..=14 => Op::Kv(kv, KvCommand::Get),
+        15..=18 => {
+            let expected = seen.0.get(&kv).cloned().flatten();
+            Op::Kv(
+                kv,
+                KvCommand::Cas {
+                    expected,
+                    new: seq.to_string(),
+                },
+            )
+        }
+        _ => Op::Kv(kv, KvCommand::Delete),
     }
 }
 
-/// Runs `op` through `node`; the reply, as text.
-pub async fn run(node: &Node, op: &Op, timeout: Duration) -> Result<String, AskError> {
+/// Runs `op` through `node`.
+pub async fn run(node: &Node, op: &Op, timeout: Duration) -> Result<Reply, AskError> {
     match op {
-        Op::CounterAdd(k, d) => node
-            .ask_timeout::<Counter>(k, CounterCommand::Add(*d), timeout)
+        Op::Counter(k, c) => node
+            .ask_timeout::<Counter>(k, *c, timeout)
             .await
-            .map(|v| v.to_string()),
-        Op::CounterGet(k) => node
-            .ask_timeout::<Counter>(k, CounterCommand::Get, timeout)
+            .map(Reply::Counter),
+        Op::Kv(k, c) => node
+            .ask_timeout::<Kv>(k, c.clone(), timeout)
             .await
-            .map(|v| v.to_string()),
-        Op::KvPut(k, v) => node
-            .ask_timeout::<Kv>(k, KvCommand::Put(v.to_string()), timeout)
-            .await
-            .map(|r| format!("{r:?}")),
-        Op::KvGet(k) => node
-            .ask_timeout::<Kv>(k, KvCommand::Get, timeout)
-            .await
-            .map(|r| format!("{r:?}")),
-        Op::KvCas(k, v) => {
-            let current = node.ask_timeout::<Kv>(k, KvCommand::Get, timeout).await?;
-            let expected = match current {
-                shoal::entity::builtin::KvReply::Value(v) => v,
-                shoal::entity::builtin::KvReply::CasFailed(v) => v,
-            };
-            node.ask_timeout::<Kv>(
-                k,
-                KvCommand::Cas {
-                    expected,
-                    new: v.to_string(),
-                },
-                timeout,
-            )
-            .await
-            .map(|r| format!("{r:?}"))
-        }
+            .map(Reply::Kv),
     }
 }
 
@@ -104,7 +138,7 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn record(&mut self, r: &Result<String, AskError>) {
+    pub fn record(&mut self, r: &Result<Reply, AskError>) {
         match r {
             Ok(_) => self.ok += 1,
             Err(AskError::Unavailable(_)) => self.unavailable += 1,

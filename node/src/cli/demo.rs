@@ -3,9 +3,10 @@
 //! Generates certificates in a temporary directory, starts three `shoal node` processes on
 //! loopback, and narrates: convergence, a SIGKILL and its detection, the restart and rejoin
 //! with a new generation, values written through one node's gateway and read through another,
-//! a fourth node joining and the shards (with their values) that move to it, then a graceful
-//! stop of everything. Every figure printed is
-//! measured, nothing is scripted.
+//! a fourth node joining and the shards (with their values) that move to it, the primary of a
+//! set of keys killed (the keys stay readable and writable from their replicas) and restarted
+//! (it catches up), then a graceful stop of everything. Every figure printed is measured,
+//! nothing is scripted.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -198,19 +199,8 @@ async fn entities(cluster: &mut LocalCluster, n: &mut Narrator) -> anyhow::Resul
             .await?;
         anyhow::ensure!(resp.status().is_success(), "PUT {url}: {}", resp.status());
     }
-    let owners = |table: &[crate::api::ShardInfo], key: &str| -> String {
-        let shard = shoal_sharding::shard_of("kv", key.as_bytes(), table.len() as u32);
-        table
-            .get(shard.0 as usize)
-            .map(|s| s.primary.clone())
-            .unwrap_or_default()
-    };
-    let shards: Vec<crate::api::ShardInfo> = http
-        .get(format!("{}/shards", base(cluster, "n1")?))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let owners = primary_of;
+    let shards = shard_table(cluster, &http, "n1").await?;
     n.say("reading them back through n2 (each lives on the owner of its shard):");
     for fruit in fruits {
         let v: serde_json::Value = http
@@ -245,12 +235,7 @@ async fn entities(cluster: &mut LocalCluster, n: &mut Narrator) -> anyhow::Resul
         shards.len(),
         100.0 * moved as f64 / shards.len().max(1) as f64
     ));
-    let shards_after: Vec<crate::api::ShardInfo> = http
-        .get(format!("{}/shards", base(cluster, "n1")?))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let shards_after = shard_table(cluster, &http, "n1").await?;
     n.say("reading every value through n4: the moved ones came over with their state");
     for fruit in fruits {
         let resp = http
@@ -274,7 +259,164 @@ async fn entities(cluster: &mut LocalCluster, n: &mut Narrator) -> anyhow::Resul
             }
         );
     }
+    failover(cluster, n, &http, &fruits).await
+}
+
+/// Kills the primary of the most fruits, shows them readable and writable from the
+/// surviving replicas, restarts it and shows it catching up.
+async fn failover(
+    cluster: &mut LocalCluster,
+    n: &mut Narrator,
+    http: &reqwest::Client,
+    fruits: &[&str],
+) -> anyhow::Result<()> {
+    let base = |cluster: &LocalCluster, name: &str| -> anyhow::Result<String> {
+        Ok(format!("http://{}", cluster.node(name)?.http))
+    };
+    let shards = shard_table(cluster, http, "n1").await?;
+    let mut by_node: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for f in fruits {
+        by_node.entry(primary_of(&shards, f)).or_default().push(f);
+    }
+    let (victim, keys) = by_node
+        .iter()
+        .filter(|(node, _)| node.as_str() != "n1")
+        .max_by_key(|(_, keys)| keys.len())
+        .map(|(node, keys)| (node.clone(), keys.clone()))
+        .context("no node but n1 is primary of any fruit")?;
+    let old_generation = generation(cluster, "n1", &victim).await?;
+    n.say(format!(
+        "killing {victim} with SIGKILL: it is the primary of {}; each also has copies on two other nodes",
+        keys.join(", ")
+    ));
+    cluster.kill(&victim).await?;
+    let t = Instant::now();
+    let deadline = t + STEP_LIMIT;
+    let mut unavailable_seen = false;
+    let mut pending: Vec<&str> = keys.clone();
+    let mut values = BTreeMap::new();
+    while !pending.is_empty() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{pending:?} were not readable {STEP_LIMIT:?} after the kill"
+        );
+        let mut still = Vec::new();
+        for fruit in pending {
+            let resp = http
+                .get(format!("{}/kv/{fruit}", base(cluster, "n1")?))
+                .send()
+                .await;
+            match resp {
+                Ok(r) if r.status().is_success() => {
+                    let v: serde_json::Value = r.json().await.unwrap_or_default();
+                    values.insert(fruit, v["value"].clone());
+                }
+                _ => {
+                    if !unavailable_seen {
+                        n.say(format!(
+                            "{fruit} answers 503 for now: {victim} is still a member (until it has been unreachable for down_after, 10 s)"
+                        ));
+                        unavailable_seen = true;
+                    }
+                    still.push(fruit);
+                }
+            }
+        }
+        pending = still;
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let epoch = cluster.cluster_info("n1").await?.epoch;
+    n.say(format!(
+        "{victim} removed in epoch {epoch}; its keys are served again {:.1}s after the kill, from the surviving replicas:",
+        t.elapsed().as_secs_f64()
+    ));
+    for (fruit, v) in &values {
+        println!("          {fruit:<11} = {v}");
+    }
+    n.say("writing them again through n2 while it is down: stock + 1");
+    for (fruit, v) in &values {
+        let stock = v["stock"].as_u64().unwrap_or(0) + 1;
+        let resp = http
+            .put(format!("{}/kv/{fruit}", base(cluster, "n2")?))
+            .json(&serde_json::json!({ "stock": stock }))
+            .send()
+            .await?;
+        anyhow::ensure!(resp.status().is_success(), "PUT {fruit}: {}", resp.status());
+        println!(
+            "          {fruit:<11} = {{\"stock\":{stock}}}  acknowledged by a majority of its replicas"
+        );
+    }
+
+    n.say(format!(
+        "restarting {victim} with its data directory: it rejoins as a new generation and its replicas catch up"
+    ));
+    cluster.start(&victim)?;
+    let t = Instant::now();
+    watch(cluster, n, &["n1", victim.as_str()], |_, info| {
+        info.member(&victim)
+            .is_some_and(|m| m.member && m.generation > old_generation)
+            && info.shards.get(&victim).is_some_and(|&s| s > 0)
+    })
+    .await
+    .with_context(|| format!("{victim} did not rejoin"))?;
+    // Its replicas are installed once the shards' primaries have sent what it missed.
+    let epoch = cluster.cluster_info("n1").await?.epoch;
+    let mut held = (0, 0, 0);
+    while Instant::now() < t + STEP_LIMIT {
+        let mine = shard_table(cluster, http, &victim).await?;
+        let here: Vec<&crate::api::ReplicaHere> =
+            mine.iter().filter_map(|s| s.here.as_ref()).collect();
+        held = (
+            here.len(),
+            here.iter().filter(|h| h.installed >= epoch).count(),
+            here.iter().map(|h| h.entities).sum::<usize>(),
+        );
+        if held.0 > 0 && held.1 == held.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    n.say(format!(
+        "{victim} is back ({:.1}s): {} replicas, {} of them up to date in epoch {epoch}, {} entities on its disk",
+        t.elapsed().as_secs_f64(),
+        held.0,
+        held.1,
+        held.2
+    ));
+    n.say(format!(
+        "reading the keys through {victim}: the writes it missed are there"
+    ));
+    for fruit in &keys {
+        let v: serde_json::Value = http
+            .get(format!("{}/kv/{fruit}", base(cluster, &victim)?))
+            .send()
+            .await?
+            .json()
+            .await?;
+        println!("          {fruit:<11} = {}", v["value"]);
+    }
     Ok(())
+}
+
+/// `GET /shards` of `node`.
+async fn shard_table(
+    cluster: &LocalCluster,
+    http: &reqwest::Client,
+    node: &str,
+) -> anyhow::Result<Vec<crate::api::ShardInfo>> {
+    let url = format!("http://{}/shards", cluster.node(node)?.http);
+    Ok(http.get(url).send().await?.json().await?)
+}
+
+/// The primary of kv entity `key` in `table`.
+fn primary_of(table: &[crate::api::ShardInfo], key: &str) -> String {
+    let shard = shoal_sharding::shard_of("kv", key.as_bytes(), table.len() as u32);
+    table
+        .get(shard.0 as usize)
+        .map(|s| s.primary.clone())
+        .unwrap_or_default()
 }
 
 /// The generation of `name` as `observer` sees it.

@@ -95,6 +95,11 @@ pub struct NodeArgs {
     /// Shard count when this node founds a cluster; must match the cluster's otherwise.
     #[arg(long, default_value_t = shoal_sharding::DEFAULT_SHARDS)]
     pub shards: u32,
+    /// Copies of each shard, the primary included, when this node founds a cluster (a
+    /// joining node takes the cluster's). A write is acknowledged once a majority of them
+    /// stored it, so 3 survive the loss of any one.
+    #[arg(long, default_value_t = 3)]
+    pub replicas: u32,
     /// Log format on stderr. RUST_LOG filters (default: info).
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,

@@ -26,6 +26,10 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         anyhow::bail!("--shards must be at least 1");
     }
     config.shards = args.shards;
+    if args.replicas == 0 {
+        anyhow::bail!("--replicas must be at least 1");
+    }
+    config.replicas = args.replicas;
     config.failure_detector = FailureDetectorSettings {
         phi_threshold: args.phi_threshold,
         ..FailureDetectorSettings::default()

@@ -261,10 +261,9 @@ struct Actor<K: Entity> {
 impl<K: Entity> Actor<K> {
     fn decode(&self, payload: Payload) -> Result<K::Command, AskError> {
         match payload {
-            Payload::Local(b, _) => b
-                .downcast::<K::Command>()
-                .map(|c| *c)
-                .map_err(|_| AskError::Decode(format!("a command of another type than {}'s", K::KIND))),
+            Payload::Local(b, _) => b.downcast::<K::Command>().map(|c| *c).map_err(|_| {
+                AskError::Decode(format!("a command of another type than {}'s", K::KIND))
+            }),
             Payload::Wire(bytes) => postcard::from_bytes(&bytes)
                 .map_err(|e| AskError::Decode(format!("not a {} command: {e}", K::KIND))),
         }
@@ -299,7 +298,9 @@ impl<K: Entity> Actor<K> {
                     continue;
                 }
             };
-            let Some(rt) = self.runtime.upgrade() else { return };
+            let Some(rt) = self.runtime.upgrade() else {
+                return;
+            };
             let rt = Runtime::from_inner(rt);
             let mut ctx = Context {
                 runtime: rt.clone(),
@@ -326,7 +327,8 @@ impl<K: Entity> Actor<K> {
             } else {
                 Gate::Read
             };
-            let ready = |value: Result<ReadyValue, AskError>, to: ReplyTo| Ready { to, reply: value };
+            let ready =
+                |value: Result<ReadyValue, AskError>, to: ReplyTo| Ready { to, reply: value };
             let ready = match (&reply, result) {
                 (ReplyTo::Nobody, _) => continue,
                 (ReplyTo::Local(_), Ok(r)) => ready(Ok(ReadyValue::Local(Box::new(r))), reply),

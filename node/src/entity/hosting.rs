@@ -16,7 +16,7 @@ use super::error::AskError;
 use super::runtime::{Runtime, RuntimeInner};
 use super::shard_host::{Active, Mode, RECEIVE_BUFFER};
 use super::wire::EntityRef;
-use crate::storage::{Record, StoreError};
+use crate::storage::{Record, StoreError, Write};
 
 /// What a delivery does next.
 enum Step {
@@ -199,7 +199,8 @@ impl Runtime {
                 reason: reason.clone(),
                 retry,
             },
-            "the shard's storage failed",
+            // Writes waiting for the store learn why (a full disk...), not just that.
+            &reason,
         );
         reason
     }
@@ -241,12 +242,7 @@ impl Runtime {
             }
         }
         for s in retry {
-            let mut host = self.host(s);
-            warn!(node = %self.inner.name, shard = s, "trying the shard's storage again");
-            host.replica.failed = None;
-            host.mode = Mode::Idle;
-            drop(host);
-            self.reconsider(s);
+            self.retry_storage(s).await;
         }
         self.resync_backups();
         candidates.sort_by_key(|c| c.0);
@@ -256,6 +252,53 @@ impl Runtime {
             .count();
         for (_, shard, key) in candidates.into_iter().take(idle_count.max(over)) {
             self.passivate(shard, key);
+        }
+    }
+
+    /// Tries a shard's storage again after an I/O error. First the records this node took in
+    /// but could not store (the failed writes) are written again, with the shard's metadata:
+    /// what the replica claims to hold (its versions and digest, which installs and
+    /// recoveries compare) must be on disk before anyone counts on it. Then the shard is
+    /// back in service here.
+    async fn retry_storage(&self, s: u32) {
+        let (rx, synced) = {
+            let host = self.host(s);
+            let mut writes = Vec::new();
+            let mut synced = Vec::new();
+            for (entity, record) in host.replica.unsynced_records() {
+                synced.push((entity.clone(), record.version));
+                writes.push(Write::Entity {
+                    shard: s,
+                    entity: entity.clone(),
+                    record: record.clone(),
+                });
+            }
+            writes.push(Write::Meta {
+                shard: s,
+                meta: host.replica.meta,
+            });
+            let stripe = self.inner.commits.stripe_of(s);
+            (self.inner.commits.submit(stripe, writes), synced)
+        };
+        warn!(node = %self.inner.name, shard = s, unstored = synced.len(), "trying the shard's storage again");
+        match rx.await {
+            Ok(Ok(())) => {
+                let mut host = self.host(s);
+                for (e, v) in &synced {
+                    host.replica.synced(e, *v);
+                }
+                if !matches!(host.mode, Mode::Failed { .. }) {
+                    return;
+                }
+                host.replica.failed = None;
+                host.mode = Mode::Idle;
+                drop(host);
+                self.reconsider(s);
+            }
+            Ok(Err(e)) => {
+                self.fail_shard(s, &e);
+            }
+            Err(_) => {}
         }
     }
 

@@ -421,9 +421,8 @@ impl Runtime {
         let _ = tokio::time::timeout(within, async {
             loop {
                 let notified = self.inner.progress.notified();
-                let busy = (0..self.inner.shards).any(|s| {
-                    matches!(self.host(s).mode, Mode::Recovering | Mode::Draining)
-                });
+                let busy = (0..self.inner.shards)
+                    .any(|s| matches!(self.host(s).mode, Mode::Recovering | Mode::Draining));
                 if !busy {
                     return;
                 }

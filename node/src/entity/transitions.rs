@@ -120,13 +120,17 @@ impl Runtime {
         table
             .replicas(ShardId(shard))
             .filter_map(|n| {
-                let addr = addrs.get(n).or_else(|| fallback.get(n)).copied().or_else(|| {
-                    self.inner
-                        .membership
-                        .view()
-                        .member(n)
-                        .map(|m| m.data_plane_addr())
-                })?;
+                let addr = addrs
+                    .get(n)
+                    .or_else(|| fallback.get(n))
+                    .copied()
+                    .or_else(|| {
+                        self.inner
+                            .membership
+                            .view()
+                            .member(n)
+                            .map(|m| m.data_plane_addr())
+                    })?;
                 Some((n.to_string(), addr))
             })
             .collect()

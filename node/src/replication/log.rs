@@ -68,7 +68,8 @@ pub(crate) struct PrimaryLog<R> {
 impl<R> PrimaryLog<R> {
     /// A log for `epoch`, with the other members of the replica set as backups.
     pub fn new(epoch: u64, backups: Vec<(String, SocketAddr)>) -> Self {
-        let majority = (backups.len() + 1) / 2 + 1;
+        let replicas = backups.len() + 1;
+        let majority = replicas / 2 + 1;
         Self {
             epoch,
             next_seq: 1,
@@ -90,6 +91,18 @@ impl<R> PrimaryLog<R> {
             reads: VecDeque::new(),
             majority,
         }
+    }
+
+    /// The same log, numbering its writes after `seq`: a primary that activates again in an
+    /// epoch it already wrote in (its storage failed, then recovered) must not reuse a
+    /// sequence number, or replicas holding the older write of an entity would ignore the
+    /// newer one (max-merge) while acknowledging it.
+    pub fn after(mut self, seq: u64) -> Self {
+        self.next_seq = seq + 1;
+        self.local = seq;
+        self.committed = seq;
+        self.tail_base = seq;
+        self
     }
 
     pub fn majority(&self) -> usize {
@@ -316,7 +329,10 @@ mod tests {
         let w1 = log.assign(e("x"), None);
         assert_eq!(w1.version, Version { epoch: 4, seq: 1 });
         assert!(log.wait_write(1, "w1").is_none());
-        assert!(log.local_durable(1).is_empty(), "one of three is not a majority");
+        assert!(
+            log.local_durable(1).is_empty(),
+            "one of three is not a majority"
+        );
         assert_eq!(log.acked(0, 1, 1), vec!["w1"]);
         // Two backups without the primary also make a majority.
         log.assign(e("y"), None);
@@ -333,7 +349,10 @@ mod tests {
         log.assign(e("x"), None);
         // Ran after write 1; confirmations wanted from batch 5 (b) and 3 (c).
         assert!(log.wait_read(1, vec![5, 3], "r").is_none());
-        assert!(log.confirmed(0, 4).is_empty(), "batch 4 was sent before the read");
+        assert!(
+            log.confirmed(0, 4).is_empty(),
+            "batch 4 was sent before the read"
+        );
         assert!(log.confirmed(0, 5).is_empty(), "write 1 is not committed");
         assert!(log.local_durable(1).is_empty());
         assert_eq!(log.acked(1, 1, 2), vec!["r"]);
@@ -366,7 +385,29 @@ mod tests {
         log.local_durable(7);
         log.acked(0, 7, 2);
         log.acked(1, 7, 2);
-        assert!(log.tail_after(0).is_empty(), "all stored everywhere: tail empty");
+        assert!(
+            log.tail_after(0).is_empty(),
+            "all stored everywhere: tail empty"
+        );
+    }
+
+    #[test]
+    fn a_log_started_after_a_sequence_number_continues_from_it() {
+        let backups = vec![("b".into(), addr()), ("c".into(), addr())];
+        let mut log = PrimaryLog::new(4, backups).after(7);
+        assert_eq!(log.last_seq(), 7);
+        assert!(!log.pending());
+        assert_eq!(log.start_sync(0), 7);
+        let w = log.assign(e("x"), None);
+        assert_eq!(w.version, Version { epoch: 4, seq: 8 });
+        assert!(log.wait_write(8, "w").is_none());
+        assert!(log.local_durable(8).is_empty());
+        let (rest, released) = log.installed(0, 7);
+        let seqs: Vec<u64> = rest.iter().map(|e| e.version.seq).collect();
+        assert_eq!(seqs, vec![8], "write 8 follows from the tail");
+        assert!(released.is_empty());
+        assert_eq!(log.acked(0, 8, 1), vec!["w"]);
+        assert_eq!(log.committed(), 8);
     }
 
     #[test]

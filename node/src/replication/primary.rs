@@ -61,7 +61,11 @@ impl Runtime {
         let record = entry.record();
         host.replica.apply(&entry.entity, &record);
         if let Some(log) = host.log.as_ref() {
-            for b in log.backups.iter().filter(|b| b.progress == Progress::InSync) {
+            for b in log
+                .backups
+                .iter()
+                .filter(|b| b.progress == Progress::InSync)
+            {
                 self.lane(&b.name, b.addr, LaneKind::Data)
                     .push(Item::Append {
                         shard,
@@ -115,7 +119,13 @@ impl Runtime {
     }
 
     /// Sends replies the log let go, and tells the observer.
-    fn released(&self, shard: u32, epoch: u64, committed: Option<u64>, replies: Vec<Ready>) {
+    pub(super) fn released(
+        &self,
+        shard: u32,
+        epoch: u64,
+        committed: Option<u64>,
+        replies: Vec<Ready>,
+    ) {
         if replies.is_empty() {
             return;
         }
@@ -133,7 +143,11 @@ impl Runtime {
     pub(crate) fn release(&self, home: Home, gate: Gate, ready: Ready) {
         let mut host = self.host(home.shard);
         let serving = host.is_serving() && host.epoch == home.epoch;
-        let Some(log) = host.log.as_mut().filter(|l| serving && l.epoch == home.epoch) else {
+        let Some(log) = host
+            .log
+            .as_mut()
+            .filter(|l| serving && l.epoch == home.epoch)
+        else {
             drop(host);
             let why = format!("shard {} changed hands", home.shard);
             match gate {
@@ -376,8 +390,16 @@ impl LaneSink for RuntimeInner {
             drop(host);
             rt.released(shard, epoch, None, released);
         } else {
-            drop(host);
-            rt.deposed(shard, epoch, epoch + 1);
+            // Not necessarily deposed: a backup whose storage failed does not confirm
+            // either, and stepping down for it would take a healthy shard out of service
+            // until the next epoch. Its answer just does not count; installing it again
+            // tells which it is (`Stale` steps down, see `sync_backup`).
+            if log.backups[i].progress == Progress::InSync {
+                log.unsynced(i);
+            }
+            if host.is_serving() {
+                rt.schedule_sync(&mut host, shard, i);
+            }
         }
     }
 }

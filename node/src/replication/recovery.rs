@@ -230,24 +230,31 @@ impl Runtime {
                 });
                 continue;
             }
-            if i == 0 {
-                // The old primary: its writes in flight finish before anyone else is fenced.
+            if i == 0 && self.placement().addrs.contains_key(name) {
+                // The old primary, still a member: its writes in flight finish before anyone
+                // else is fenced. (One that was removed is presumed dead: not waited for.)
                 let wait = self.inner.settings.drain_timeout + self.inner.settings.replica_timeout;
                 let rx = fence(name, *addr);
-                match tokio::time::timeout(wait, rx).await {
-                    Ok(Ok(reply)) => {
-                        Self::take_fence(name, *addr, reply, &mut fenced)?;
-                    }
-                    _ => {}
+                if let Ok(Ok(reply)) = tokio::time::timeout(wait, rx).await {
+                    Self::take_fence(name, *addr, reply, &mut fenced)?;
                 }
                 continue;
             }
             calls.push((name.clone(), *addr, fence(name, *addr)));
         }
+        // A majority is enough: the first replies count, the dead are not waited for.
         let deadline = Instant::now() + self.inner.settings.replica_timeout;
+        let mut replies = tokio::task::JoinSet::new();
         for (name, addr, rx) in calls {
-            if let Ok(Ok(reply)) = tokio::time::timeout_at(deadline, rx).await {
-                Self::take_fence(&name, addr, reply, &mut fenced)?;
+            replies.spawn(async move { (name, addr, rx.await) });
+        }
+        while fenced.len() < need {
+            match tokio::time::timeout_at(deadline, replies.join_next()).await {
+                Ok(Some(Ok((name, addr, Ok(reply))))) => {
+                    Self::take_fence(&name, addr, reply, &mut fenced)?;
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
             }
         }
         if fenced.len() >= need {
@@ -257,7 +264,10 @@ impl Runtime {
                 "fenced {} of the {} replicas of an earlier epoch ({}), {need} needed",
                 fenced.len(),
                 set.len(),
-                set.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+                set.iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )))
         }
     }
@@ -325,7 +335,11 @@ impl Runtime {
     }
 
     /// Merges entries into this node's replica, durably.
-    async fn store_entries(&self, shard: u32, entries: Vec<super::wire::Entry>) -> Result<(), Stop> {
+    async fn store_entries(
+        &self,
+        shard: u32,
+        entries: Vec<super::wire::Entry>,
+    ) -> Result<(), Stop> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -372,6 +386,17 @@ impl Runtime {
             if host.mode != Mode::Recovering || host.epoch != epoch {
                 return Err(Stop::Failed("the shard's plan changed".into()));
             }
+            // Writes this node numbered in this epoch already (it activates again after a
+            // storage failure): the newest is in its replica, as nothing else writes in
+            // this epoch. The new log numbers after it.
+            let after = host
+                .replica
+                .index()
+                .values()
+                .filter(|v| v.epoch == epoch)
+                .map(|v| v.seq)
+                .max()
+                .unwrap_or(0);
             if host.log.is_none() {
                 let backups = plan
                     .replicas
@@ -379,11 +404,11 @@ impl Runtime {
                     .filter(|(n, _)| *n != self.inner.name)
                     .cloned()
                     .collect();
-                host.log = Some(PrimaryLog::new(epoch, backups));
+                host.log = Some(PrimaryLog::new(epoch, backups).after(after));
             }
             let meta = &mut host.replica.meta;
             meta.installed = epoch;
-            meta.applied = 0;
+            meta.applied = after;
             let meta = *meta;
             self.inner.commits.submit(
                 self.inner.commits.stripe_of(shard),

@@ -95,6 +95,12 @@ impl ReplicaShard {
         self.unsynced.get(entity)
     }
 
+    /// Every record written here but not durable yet (after a failed write, until it is
+    /// written again).
+    pub fn unsynced_records(&self) -> impl Iterator<Item = (&EntityRef, &Record)> {
+        self.unsynced.iter()
+    }
+
     /// Up to `limit` `(entity, version)` pairs after `after`, in entity order.
     pub fn versions(&self, after: Option<&EntityRef>, limit: usize) -> Vec<(EntityRef, Version)> {
         let range = match after {
@@ -239,6 +245,9 @@ mod tests {
         let d = diff(&ours, &theirs);
         assert_eq!(d.send, vec![e("only-ours"), e("ours-newer")]);
         assert_eq!(d.restamp, vec![e("theirs-newer"), e("only-theirs")]);
-        assert_eq!(newer(&ours, &theirs), vec![e("theirs-newer"), e("only-theirs")]);
+        assert_eq!(
+            newer(&ours, &theirs),
+            vec![e("theirs-newer"), e("only-theirs")]
+        );
     }
 }

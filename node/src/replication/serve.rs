@@ -14,9 +14,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::info;
 
-use super::wire::{
-    Entry, Item, ItemReply, ReplicaError, ReplicaRequest, ReplicaResponse,
-};
+use super::wire::{Entry, Item, ItemReply, ReplicaError, ReplicaRequest, ReplicaResponse};
 use crate::entity::runtime::Runtime;
 use crate::entity::shard_host::Mode;
 use crate::entity::wire::EntityRef;
@@ -156,7 +154,9 @@ impl Runtime {
     /// The synchronous part of an item: checks, applies, queues the writes.
     fn prepare(&self, item: Item) -> Pending {
         let shard = match &item {
-            Item::Append { shard, .. } | Item::Fence { shard, .. } | Item::Begin { shard, .. } => *shard,
+            Item::Append { shard, .. } | Item::Fence { shard, .. } | Item::Begin { shard, .. } => {
+                *shard
+            }
         };
         if let Err(e) = self.valid_shard(shard) {
             return Pending::Now(ItemReply::Failed(e));
@@ -302,9 +302,9 @@ impl Runtime {
         let deadline = Instant::now() + self.inner.settings.drain_timeout;
         loop {
             let notified = self.inner.progress.notified();
-            let busy = fences.iter().any(|(_, s, ..)| {
-                self.host(*s).log.as_ref().is_some_and(|l| l.pending())
-            });
+            let busy = fences
+                .iter()
+                .any(|(_, s, ..)| self.host(*s).log.as_ref().is_some_and(|l| l.pending()));
             if !busy || Instant::now() >= deadline {
                 break;
             }
@@ -314,16 +314,24 @@ impl Runtime {
         for (n, shard, epoch, primary, addr) in fences {
             let mut host = self.host(shard);
             if self.fenced(host.replica.meta.promised, epoch) {
-                pending.push((n, None, ItemReply::Stale {
-                    promised: host.replica.meta.promised,
-                }));
+                pending.push((
+                    n,
+                    None,
+                    ItemReply::Stale {
+                        promised: host.replica.meta.promised,
+                    },
+                ));
                 continue;
             }
             if matches!(host.mode, Mode::Recovering) && host.epoch > epoch {
                 // This node recovers the shard for a newer epoch than the fencer's.
-                pending.push((n, None, ItemReply::Stale {
-                    promised: host.epoch,
-                }));
+                pending.push((
+                    n,
+                    None,
+                    ItemReply::Stale {
+                        promised: host.epoch,
+                    },
+                ));
                 continue;
             }
             let was_primary = host.log.is_some()

@@ -123,14 +123,7 @@ impl Runtime {
                 }
                 drop(host);
                 debug!(node = %self.inner.name, shard, epoch, backup = %name, through = from, "backup installed");
-                for r in released {
-                    r.send();
-                }
-                self.inner.observe(super::ReplicationEvent::Committed {
-                    shard,
-                    epoch,
-                    seq: committed,
-                });
+                self.released(shard, epoch, Some(committed), released);
                 self.inner.progress.notify_waiters();
             }
             Err(stop) => {

@@ -12,7 +12,7 @@
 //! uses [`super::MemStore`].
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -30,15 +30,77 @@ const META: TableDefinition<u32, &[u8]> = TableDefinition::new("meta");
 /// Default number of stripe files.
 pub const DEFAULT_STRIPES: usize = 8;
 
-enum Stripe {
+/// One stripe file.
+struct Stripe {
+    path: PathBuf,
+    state: Mutex<StripeState>,
+}
+
+enum StripeState {
     Open(Arc<Database>),
+    /// It could not be opened at start-up: its shards stay out of service.
     Broken(StoreError),
+    /// An I/O error happened (a full disk...). redb refuses every later call on that
+    /// database ("Previous I/O error occurred. Please close and re-open the database"), so
+    /// the file is opened again on its next use: once the disk has room, it works again.
+    Reopen,
+}
+
+impl Stripe {
+    fn open(path: PathBuf) -> Self {
+        let state = match Database::create(&path) {
+            Ok(db) => StripeState::Open(Arc::new(db)),
+            Err(e) => StripeState::Broken(open_error(&path, e)),
+        };
+        Self {
+            path,
+            state: Mutex::new(state),
+        }
+    }
+
+    /// Runs `f` on the stripe's database, opening the file again first if an I/O error
+    /// happened since it was opened. Blocks: call it on the blocking pool.
+    fn with_db<T>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let db = {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            match &*st {
+                StripeState::Open(db) => db.clone(),
+                StripeState::Broken(e) => return Err(e.clone()),
+                StripeState::Reopen => match Database::create(&self.path) {
+                    Ok(db) => {
+                        let db = Arc::new(db);
+                        *st = StripeState::Open(db.clone());
+                        db
+                    }
+                    Err(e) => return Err(open_error(&self.path, e)),
+                },
+            }
+        };
+        let result = f(&db);
+        if let Err(StoreError::Io(_)) = &result {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if matches!(&*st, StripeState::Open(current) if Arc::ptr_eq(current, &db)) {
+                *st = StripeState::Reopen;
+            }
+        }
+        result
+    }
+}
+
+fn open_error(path: &Path, e: redb::DatabaseError) -> StoreError {
+    match redb::Error::from(e) {
+        redb::Error::Corrupted(m) => StoreError::Corrupt(format!("{}: {m}", path.display())),
+        other => StoreError::Io(format!("{}: {other}", path.display())),
+    }
 }
 
 /// See the module documentation.
 pub struct DiskStore {
     dir: PathBuf,
-    stripes: Vec<Stripe>,
+    stripes: Vec<Arc<Stripe>>,
 }
 
 impl std::fmt::Debug for DiskStore {
@@ -67,30 +129,12 @@ impl DiskStore {
     pub fn open(dir: &Path, stripes: usize) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| io(format!("{}: {e}", dir.display())))?;
         let stripes = (0..stripes.max(1))
-            .map(|i| {
-                let path = dir.join(format!("replicas-{i}.redb"));
-                match Database::create(&path) {
-                    Ok(db) => Stripe::Open(Arc::new(db)),
-                    Err(e) => Stripe::Broken(match redb::Error::from(e) {
-                        redb::Error::Corrupted(m) => {
-                            StoreError::Corrupt(format!("{}: {m}", path.display()))
-                        }
-                        other => StoreError::Io(format!("{}: {other}", path.display())),
-                    }),
-                }
-            })
+            .map(|i| Arc::new(Stripe::open(dir.join(format!("replicas-{i}.redb")))))
             .collect();
         Ok(Self {
             dir: dir.to_path_buf(),
             stripes,
         })
-    }
-
-    fn db(&self, stripe: usize) -> Result<Arc<Database>, StoreError> {
-        match &self.stripes[stripe] {
-            Stripe::Open(db) => Ok(db.clone()),
-            Stripe::Broken(e) => Err(e.clone()),
-        }
     }
 
     fn load_stripe(db: &Database, loaded: &mut Loaded) -> Result<(), StoreError> {
@@ -183,8 +227,9 @@ impl DiskStore {
         };
         let key = entity_key(shard, entity);
         match table.get(key.as_slice()).map_err(|e| classify(e.into()))? {
-            Some(v) => unseal::<Record>(v.value(), &format!("shard {shard}, record of {entity}"))
-                .map(Some),
+            Some(v) => {
+                unseal::<Record>(v.value(), &format!("shard {shard}, record of {entity}")).map(Some)
+            }
             None => Ok(None),
         }
     }
@@ -199,10 +244,7 @@ impl ReplicaStore for DiskStore {
     fn load(&self, shards: u32) -> Loaded {
         let mut loaded = Loaded::default();
         for (i, stripe) in self.stripes.iter().enumerate() {
-            let result = match stripe {
-                Stripe::Open(db) => Self::load_stripe(db, &mut loaded),
-                Stripe::Broken(e) => Err(e.clone()),
-            };
+            let result = stripe.with_db(|db| Self::load_stripe(db, &mut loaded));
             if let Err(e) = result {
                 for s in (0..shards).filter(|s| *s as usize % self.stripes.len() == i) {
                     loaded.shards.remove(&s);
@@ -217,18 +259,20 @@ impl ReplicaStore for DiskStore {
     }
 
     async fn write(&self, stripe: usize, writes: Vec<Write>) -> Result<(), StoreError> {
-        let db = self.db(stripe)?;
-        tokio::task::spawn_blocking(move || Self::write_blocking(&db, &writes))
+        let stripe = self.stripes[stripe].clone();
+        tokio::task::spawn_blocking(move || stripe.with_db(|db| Self::write_blocking(db, &writes)))
             .await
             .map_err(io)?
     }
 
     async fn read(&self, shard: u32, entity: &EntityRef) -> Result<Option<Record>, StoreError> {
-        let db = self.db(shard as usize % self.stripes.len())?;
+        let stripe = self.stripes[shard as usize % self.stripes.len()].clone();
         let entity = entity.clone();
-        tokio::task::spawn_blocking(move || Self::read_blocking(&db, shard, &entity))
-            .await
-            .map_err(io)?
+        tokio::task::spawn_blocking(move || {
+            stripe.with_db(|db| Self::read_blocking(db, shard, &entity))
+        })
+        .await
+        .map_err(io)?
     }
 }
 

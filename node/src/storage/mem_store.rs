@@ -71,7 +71,10 @@ impl MemStore {
     }
 
     fn faults(&self) -> StoreFaults {
-        self.faults.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Every durable record of `shard` (for checkers and tests).

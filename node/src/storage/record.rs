@@ -82,7 +82,10 @@ pub(crate) fn seal<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 /// Checks and decodes what [`seal`] wrote; `what` names it in the error.
-pub(crate) fn unseal<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
+pub(crate) fn unseal<T: for<'de> Deserialize<'de>>(
+    bytes: &[u8],
+    what: &str,
+) -> Result<T, StoreError> {
     let corrupt = |why: &str| StoreError::Corrupt(format!("{what}: {why}"));
     if bytes.len() < 8 {
         return Err(corrupt("record too short"));

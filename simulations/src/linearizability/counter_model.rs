@@ -77,7 +77,10 @@ mod tests {
         assert_eq!(m.step(&3, &CounterCommand::Get, Some(&3)), Some(3));
         assert_eq!(m.step(&3, &CounterCommand::Get, Some(&2)), None);
         assert_eq!(m.step(&i64::MAX, &CounterCommand::Add(1), None), None);
-        assert_eq!(m.step(&i64::MAX, &CounterCommand::Add(1), Some(&i64::MIN)), None);
+        assert_eq!(
+            m.step(&i64::MAX, &CounterCommand::Add(1), Some(&i64::MIN)),
+            None
+        );
     }
 
     #[test]
@@ -91,10 +94,7 @@ mod tests {
             get(4, 30, 70, 5),
             get(4, 110, 120, 7),
         ];
-        assert_eq!(
-            check(&CounterModel, &history, STEPS),
-            Verdict::Linearizable
-        );
+        assert_eq!(check(&CounterModel, &history, STEPS), Verdict::Linearizable);
     }
 
     #[test]
@@ -153,11 +153,7 @@ mod tests {
     fn concurrent_gets_may_not_disagree_on_order() {
         // Two reads overlap an add; one saw it, so a read that starts after that one ended
         // must see it too.
-        let text = counterexample(&[
-            add(1, 0, 100, 1, 1),
-            get(2, 10, 20, 1),
-            get(3, 30, 40, 0),
-        ]);
+        let text = counterexample(&[add(1, 0, 100, 1, 1), get(2, 10, 20, 1), get(3, 30, 40, 0)]);
         assert!(text.contains("#2 client 3 [30, 40] Get -> 0"), "{text}");
     }
 }

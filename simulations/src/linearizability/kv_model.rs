@@ -120,8 +120,14 @@ mod tests {
         let m = KvModel;
         let none: Option<String> = None;
         let one = Some("1".to_string());
-        assert_eq!(m.step(&none, &KvCommand::Get, Some(&value(None))), Some(None));
-        assert_eq!(m.step(&none, &KvCommand::Get, Some(&value(Some("1")))), None);
+        assert_eq!(
+            m.step(&none, &KvCommand::Get, Some(&value(None))),
+            Some(None)
+        );
+        assert_eq!(
+            m.step(&none, &KvCommand::Get, Some(&value(Some("1")))),
+            None
+        );
         assert_eq!(
             m.step(&none, &put("1"), Some(&value(Some("1")))),
             Some(one.clone())
@@ -137,15 +143,24 @@ mod tests {
             Some(one.clone())
         );
         assert_eq!(m.step(&one, &cas(None, "2"), Some(&value(Some("2")))), None);
-        assert_eq!(m.step(&one, &cas(Some("1"), "2"), Some(&cas_failed(Some("1")))), None);
+        assert_eq!(
+            m.step(&one, &cas(Some("1"), "2"), Some(&cas_failed(Some("1")))),
+            None
+        );
         assert_eq!(
             m.step(&one, &KvCommand::Delete, Some(&value(Some("1")))),
             Some(None)
         );
-        assert_eq!(m.step(&none, &KvCommand::Delete, Some(&value(None))), Some(None));
+        assert_eq!(
+            m.step(&none, &KvCommand::Delete, Some(&value(None))),
+            Some(None)
+        );
         assert_eq!(m.step(&one, &KvCommand::Delete, Some(&value(None))), None);
         // Exact text: `1.0` is not `1` here.
-        assert_eq!(m.step(&one, &cas(Some("1.0"), "2"), None), Some(one.clone()));
+        assert_eq!(
+            m.step(&one, &cas(Some("1.0"), "2"), None),
+            Some(one.clone())
+        );
     }
 
     #[test]

@@ -10,8 +10,14 @@
 //! The search is Wing & Gong's with Lowe's memoization, as in Knossos and Porcupine: walk the
 //! call and return events in time order; next, linearize any operation whose call precedes
 //! the earliest pending return, apply it to the model, go on, and backtrack when the model
-//! refuses the recorded output or no pending operation can be placed. A (set of linearized
-//! operations, model state) pair that failed once is never explored again.
+//! refuses the recorded output or nothing can come next. A (set of linearized operations,
+//! model state) pair that failed once is never explored again.
+//!
+//! Unknown-outcome operations have no return, so they never hold anything up; without care
+//! they multiply the search by the subsets of them. So they are only placed in short blocks
+//! right before a completed operation, a failed pair also rules out the same completed set
+//! and state with more of them used up, and equal ones are used in call order. A read that
+//! fits is placed at once (moving a read earlier, to where it fits, breaks nothing).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -158,7 +164,11 @@ impl fmt::Display for Counterexample {
         for p in &self.prefix[skipped..] {
             writeln!(f, "  {} => {}", p.op, p.state_after)?;
         }
-        write!(f, "then, from state {}, none of these can come next:", self.state)?;
+        write!(
+            f,
+            "then, from state {}, none of these can come next:",
+            self.state
+        )?;
         for b in &self.blocked {
             let why = if b.impossible {
                 "impossible from this state"
@@ -184,8 +194,9 @@ fn describe<I: fmt::Debug, O: fmt::Debug>(index: usize, op: &Operation<I, O>) ->
 }
 
 /// Checks that `history` (one entity's operations, in any order) is linearizable with
-/// respect to `model`. Each step tries one operation at one point of the search; past
-/// `max_steps` steps the answer is [`Verdict::Unknown`].
+/// respect to `model`. A step is one call of [`Model::step`]; past `max_steps` of them the
+/// answer is [`Verdict::Unknown`]. Deterministic: the same history, in the same order, gets
+/// the same verdict and counterexample.
 ///
 /// An operation returning at the very instant another is called counts as concurrent
 /// with it (the more lenient reading, as the simulated clock often stands still).
@@ -491,7 +502,12 @@ impl<'a, M: Model> Search<'a, M> {
                 return None;
             }
             let o = &self.history[op];
-            if self.model.step(&state, &o.input, o.output.as_ref()).as_ref() == Some(&state) {
+            if self
+                .model
+                .step(&state, &o.input, o.output.as_ref())
+                .as_ref()
+                == Some(&state)
+            {
                 forced = Some(op);
                 break;
             }
@@ -1062,7 +1078,12 @@ mod tests {
             }
             false
         }
-        search(model, history, &mut vec![false; history.len()], &model.init())
+        search(
+            model,
+            history,
+            &mut vec![false; history.len()],
+            &model.init(),
+        )
     }
 
     /// Small random histories with random outputs, judged by the checker and by brute
@@ -1144,7 +1165,8 @@ mod tests {
 
     #[test]
     fn order_of_the_history_does_not_matter() {
-        let get = |client, call, ret, out| Operation::ok(client, call, ret, CounterCommand::Get, out);
+        let get =
+            |client, call, ret, out| Operation::ok(client, call, ret, CounterCommand::Get, out);
         let add = |client, call, ret, d, out| {
             Operation::ok(client, call, ret, CounterCommand::Add(d), out)
         };
@@ -1158,7 +1180,10 @@ mod tests {
         history.reverse();
         let reversed = check(&CounterModel, &history, 1_000);
         assert!(matches!(first, Verdict::NotLinearizable(_)), "{first:?}");
-        assert!(matches!(reversed, Verdict::NotLinearizable(_)), "{reversed:?}");
+        assert!(
+            matches!(reversed, Verdict::NotLinearizable(_)),
+            "{reversed:?}"
+        );
         // And the same input gives the same answer, to the letter.
         assert_eq!(check(&CounterModel, &history, 1_000), reversed);
     }
@@ -1188,7 +1213,13 @@ mod tests {
         let mut puts: Vec<_> = (0..40)
             .map(|i| {
                 let v = i.to_string();
-                Operation::ok(i, i, 1_000, KvCommand::Put(v.clone()), KvReply::Value(Some(v)))
+                Operation::ok(
+                    i,
+                    i,
+                    1_000,
+                    KvCommand::Put(v.clone()),
+                    KvReply::Value(Some(v)),
+                )
             })
             .collect();
         let never = KvReply::Value(Some(NEVER_WRITTEN.to_string()));
@@ -1256,7 +1287,10 @@ not linearizable: the longest linearizable prefix places 20 of 21 completed oper
             text.contains("#0 client 1 [0, ?] Add(5) -> ? (outcome unknown) => 5"),
             "{text}"
         );
-        assert!(text.contains("#2 client 2 [30, 40] Get -> 6: impossible"), "{text}");
+        assert!(
+            text.contains("#2 client 2 [30, 40] Get -> 6: impossible"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -1273,7 +1307,10 @@ not linearizable: the longest linearizable prefix places 20 of 21 completed oper
         };
         assert_eq!(c.placed, 2);
         let text = c.to_string();
-        assert!(text.contains("possible, but nothing can follow it") || text.contains("impossible"), "{text}");
+        assert!(
+            text.contains("possible, but nothing can follow it") || text.contains("impossible"),
+            "{text}"
+        );
     }
 
     #[test]
