@@ -51,7 +51,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     if memory_only {
         warn!(
             node = %node.name(),
-            "no --data-dir: membership state is kept in memory; after a restart this node cannot vote in its previous place"
+            "no --data-dir: membership state and shard replicas are kept in memory; after a restart this node cannot vote in its previous place and its replicas are lost (restart it under a new name)"
         );
     }
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
