@@ -179,3 +179,23 @@ pub fn replicas_equal(nodes: &[Node]) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Polls [`replicas_equal`] over the nodes `running` returns, every 250 ms, for at most
+/// `within`: the seconds it took, or the last difference seen.
+pub async fn wait_replicas_equal(
+    running: impl Fn() -> Vec<Node>,
+    within: std::time::Duration,
+) -> Result<f64, String> {
+    let since = Instant::now();
+    let deadline = since + within;
+    loop {
+        let why = match replicas_equal(&running()) {
+            Ok(()) => return Ok(since.elapsed().as_secs_f64()),
+            Err(why) => why,
+        };
+        if Instant::now() >= deadline {
+            return Err(why);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}

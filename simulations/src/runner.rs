@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use shoal::entity::builtin::{CounterCommand, KvCommand};
 use shoal_transport::NodeRng;
 use tokio::time::Instant;
 
@@ -708,65 +707,26 @@ async fn simulate(opts: RunOptions) -> anyhow::Result<RunReport> {
             }
         }
     }
-    // Every ask must succeed once the cluster agrees again.
+    // Every read must succeed once the cluster agrees again, and every shard's replicas
+    // converge once nothing disturbs them.
     let mut failed_after_heal = Vec::new();
-    if heal_agreement.is_some() && opts.workload {
-        for k in 0..workload::KEYS {
-            for op in [
-                workload::Op::Counter(format!("c{k}"), CounterCommand::Get),
-                workload::Op::Kv(format!("k{k}"), KvCommand::Get),
-            ] {
-                // A read is safe to repeat: a client whose connection died under it (one
-                // opened before the heal, say) asks again, through another node.
-                for attempt in 1..=3 {
-                    let Some(node) = world.client_node(&client_rng) else {
-                        break;
-                    };
-                    let client = history.call(&op);
-                    let result = workload::run(&node, &op, Duration::from_secs(5)).await;
-                    let failed = match &result {
-                        Ok(reply) => {
-                            trace_event!(trace, node.name(), "ask", "#{client} {op} ok {reply}");
-                            None
-                        }
-                        Err(e) => {
-                            trace_event!(trace, node.name(), "ask", "#{client} {op} failed {e}");
-                            Some(format!("{op} through {}: {e}", node.name()))
-                        }
-                    };
-                    history.ret(client, result);
-                    match failed {
-                        None => break,
-                        Some(why) if attempt == 3 => failed_after_heal.push(why),
-                        Some(_) => {}
-                    }
-                }
-            }
-        }
-    }
-    // Every shard's replicas converge once nothing disturbs them.
     let mut replicas_equal = None;
     let mut replica_difference = String::new();
     if heal_agreement.is_some() {
-        let since = Instant::now();
-        let deadline = since + REPLICAS_EQUAL_WITHIN;
-        loop {
-            let nodes: Vec<shoal::Node> = world
+        if opts.workload {
+            let client = || world.client_node(&client_rng);
+            failed_after_heal = workload::final_reads(client, &mut history, &trace).await;
+        }
+        let running = || {
+            world
                 .cluster
                 .running()
                 .filter_map(|n| n.node.clone())
-                .collect();
-            match replica_checker::replicas_equal(&nodes) {
-                Ok(()) => {
-                    replicas_equal = Some(since.elapsed().as_secs_f64());
-                    break;
-                }
-                Err(why) => replica_difference = why,
-            }
-            if Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+                .collect::<Vec<_>>()
+        };
+        match replica_checker::wait_replicas_equal(running, REPLICAS_EQUAL_WITHIN).await {
+            Ok(secs) => replicas_equal = Some(secs),
+            Err(why) => replica_difference = why,
         }
     }
     let at = world.secs();

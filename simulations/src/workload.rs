@@ -128,6 +128,49 @@ pub async fn run(node: &Node, op: &Op, timeout: Duration) -> Result<Reply, AskEr
     }
 }
 
+/// After the heal: a read of every key through random nodes, recorded in `history`. A read
+/// is safe to repeat: a client whose connection died under it (one opened before the heal,
+/// say) asks again through another node, three times at most. Returns the reads that failed
+/// all three.
+pub async fn final_reads(
+    client: impl Fn() -> Option<Node>,
+    history: &mut crate::history::History,
+    trace: &crate::trace::Trace,
+) -> Vec<String> {
+    let mut failed_after_heal = Vec::new();
+    for k in 0..KEYS {
+        for op in [
+            Op::Counter(format!("c{k}"), CounterCommand::Get),
+            Op::Kv(format!("k{k}"), KvCommand::Get),
+        ] {
+            for attempt in 1..=3 {
+                let Some(node) = client() else {
+                    break;
+                };
+                let id = history.call(&op);
+                let result = run(&node, &op, Duration::from_secs(5)).await;
+                let failed = match &result {
+                    Ok(reply) => {
+                        crate::trace_event!(trace, node.name(), "ask", "#{id} {op} ok {reply}");
+                        None
+                    }
+                    Err(e) => {
+                        crate::trace_event!(trace, node.name(), "ask", "#{id} {op} failed {e}");
+                        Some(format!("{op} through {}: {e}", node.name()))
+                    }
+                };
+                history.ret(id, result);
+                match failed {
+                    None => break,
+                    Some(why) if attempt == 3 => failed_after_heal.push(why),
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    failed_after_heal
+}
+
 /// Outcomes of the workload.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
