@@ -155,7 +155,16 @@ impl Runtime {
             if let Some(t) = host.task.take() {
                 t.abort();
             }
-            let complete = host.complete && matches!(was, Mode::Serving | Mode::Recovering);
+            // Complete only if this node was the primary of the epoch right before this one:
+            // then nobody else can have served the shard since. A node that sat out epochs
+            // (cut off, removed and back) holds a stale copy however it last served.
+            let previous = p.history.first().map(|h| h.epoch);
+            let complete = host.complete
+                && matches!(was, Mode::Serving | Mode::Recovering)
+                && previous == Some(host.epoch);
+            // Until this activation finishes, the copy here is only as complete as the plan
+            // says (a newer epoch arriving meanwhile must not inherit an old `complete`).
+            host.complete = complete;
             let plan = Plan {
                 epoch: p.epoch,
                 history: p

@@ -264,7 +264,7 @@ impl Runtime {
     /// A backup promised a newer epoch: this node is no longer the shard's primary.
     fn deposed(&self, shard: u32, epoch: u64, promised: u64) {
         let mut host = self.host(shard);
-        if host.log.as_ref().is_some_and(|l| l.epoch == epoch) {
+        if Self::leads(&host, epoch) {
             warn!(node = %self.inner.name, shard, epoch, promised, "a replica promised a newer epoch: stepping down");
             self.step_down(
                 shard,
@@ -273,6 +273,13 @@ impl Runtime {
                 &format!("shard {shard}'s replicas moved on to epoch {promised}"),
             );
         }
+    }
+
+    /// Whether `host` is still this node's shard as primary of `epoch`: news for an older
+    /// epoch's log (a backup that moved on) must not touch a newer activation, which finishes
+    /// that log itself.
+    pub(super) fn leads(host: &ShardHost, epoch: u64) -> bool {
+        host.epoch == epoch && host.log.as_ref().is_some_and(|l| l.epoch == epoch)
     }
 
     /// Starts installing backup `i` of the shard (it must be `Unsynced`).

@@ -55,7 +55,9 @@ struct Fenced {
 impl Runtime {
     /// Activates `shard` per `plan`, retrying until it serves or the plan is obsolete.
     pub(crate) async fn activate(self, shard: u32, plan: Plan) {
+        tracing::trace!(node = %self.inner.name, shard, epoch = plan.epoch, "activation queued");
         let _permit = self.inner.activations.acquire().await;
+        tracing::trace!(node = %self.inner.name, shard, epoch = plan.epoch, "activation started");
         let started = Instant::now();
         let mut attempt: u32 = 0;
         loop {
@@ -96,6 +98,11 @@ impl Runtime {
         let epoch = plan.epoch;
         self.finish_old_log(shard, epoch).await;
         self.fence_here(shard, epoch).await?;
+        tracing::debug!(
+            node = %self.inner.name, shard, epoch, complete = plan.complete,
+            history = ?plan.history.iter().map(|(k, set)| (*k, set.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>())).collect::<Vec<_>>(),
+            "activating"
+        );
         if !plan.complete {
             self.recover(shard, plan).await?;
         }
@@ -182,6 +189,11 @@ impl Runtime {
     async fn recover(&self, shard: u32, plan: &Plan) -> Result<(), Stop> {
         for (k, set) in &plan.history {
             let fenced = self.fence_majority(shard, plan.epoch, set).await?;
+            tracing::debug!(
+                node = %self.inner.name, shard, epoch = plan.epoch, past = k,
+                fenced = ?fenced.iter().map(|f| (f.name.as_str(), f.installed, f.digest)).collect::<Vec<_>>(),
+                "recovery: fenced a majority of an earlier replica set"
+            );
             for f in &fenced {
                 let ours = self.host(shard).replica.digest();
                 if f.name != self.inner.name && f.digest != ours {
@@ -235,6 +247,7 @@ impl Runtime {
                 // else is fenced. (One that was removed is presumed dead: not waited for.)
                 let wait = self.inner.settings.drain_timeout + self.inner.settings.replica_timeout;
                 let rx = fence(name, *addr);
+                tracing::trace!(node = %self.inner.name, shard, epoch, old_primary = %name, "fencing the old primary first");
                 if let Ok(Ok(reply)) = tokio::time::timeout(wait, rx).await {
                     Self::take_fence(name, *addr, reply, &mut fenced)?;
                 }
@@ -248,6 +261,7 @@ impl Runtime {
         for (name, addr, rx) in calls {
             replies.spawn(async move { (name, addr, rx.await) });
         }
+        tracing::trace!(node = %self.inner.name, shard, epoch, have = fenced.len(), need, "fencing the others");
         while fenced.len() < need {
             match tokio::time::timeout_at(deadline, replies.join_next()).await {
                 Ok(Some(Ok((name, addr, Ok(reply))))) => {

@@ -139,7 +139,7 @@ impl Runtime {
                     Stop::Stale(promised) => {
                         warn!(node = %self.inner.name, shard, epoch, backup = %name, promised, "backup promised a newer epoch");
                         let mut host = self.host(shard);
-                        if host.log.as_ref().is_some_and(|l| l.epoch == epoch) {
+                        if Self::leads(&host, epoch) {
                             self.step_down(
                                 shard,
                                 &mut host,
