@@ -265,9 +265,12 @@ impl Runtime {
         while fenced.len() < need {
             match tokio::time::timeout_at(deadline, replies.join_next()).await {
                 Ok(Some(Ok((name, addr, Ok(reply))))) => {
+                    tracing::trace!(node = %self.inner.name, shard, epoch, replica = %name, ?reply, "fence answered");
                     Self::take_fence(&name, addr, reply, &mut fenced)?;
                 }
-                Ok(Some(_)) => {}
+                Ok(Some(other)) => {
+                    tracing::trace!(node = %self.inner.name, shard, epoch, outcome = ?other.map(|(n, _, r)| (n, r.is_ok())), "fence not answered");
+                }
                 Ok(None) | Err(_) => break,
             }
         }
