@@ -74,6 +74,24 @@ impl History {
         }
     }
 
+    /// Operations called at or after `since` that failed, described.
+    pub fn failed_since(&self, since: Instant) -> Vec<String> {
+        let from = since.saturating_duration_since(self.start).as_nanos() as u64;
+        self.entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.call >= from)
+            .filter_map(|(client, e)| match &e.ret {
+                Some((_, Err(err))) => Some(format!(
+                    "#{client} {} at {:.3}s: {err}",
+                    e.op,
+                    e.call as f64 / 1e9
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Checks every entity's history; a violation per entity that is not linearizable.
     pub fn check(&self, at: f64) -> (Vec<Violation>, HistoryStats) {
         let mut kv: BTreeMap<&str, Vec<Operation<KvCommand, KvReply>>> = BTreeMap::new();
