@@ -16,7 +16,7 @@ use super::error::AskError;
 use super::runtime::{Runtime, RuntimeInner};
 use super::shard_host::{Active, Mode, RECEIVE_BUFFER};
 use super::wire::EntityRef;
-use crate::storage::{Record, StoreError, Write};
+use crate::storage::{Durable, Record, StoreError, Version, Write};
 
 /// What a delivery does next.
 enum Step {
@@ -205,6 +205,28 @@ impl Runtime {
         reason
     }
 
+    /// Waits for a commit of `shard`'s writes (`rx`, from the group committer). Once it is
+    /// durable the records in `synced` count as stored in the replica; a storage error
+    /// takes the shard out of service here. `Err` says why, for the caller's answer.
+    pub(crate) async fn stored(
+        &self,
+        shard: u32,
+        rx: Durable,
+        synced: &[(EntityRef, Version)],
+    ) -> Result<(), String> {
+        match rx.await {
+            Ok(Ok(())) => {
+                let mut host = self.host(shard);
+                for (e, v) in synced {
+                    host.replica.synced(e, *v);
+                }
+                Ok(())
+            }
+            Ok(Err(e)) => Err(self.fail_shard(shard, &e)),
+            Err(_) => Err("the node is stopping".into()),
+        }
+    }
+
     /// Delivers commands buffered while a shard was not serving.
     pub(crate) async fn flush(&self, shard: ShardId, buffered: Vec<(EntityRef, Command)>) {
         for (target, cmd) in buffered {
@@ -281,25 +303,17 @@ impl Runtime {
             (self.inner.commits.submit(stripe, writes), synced)
         };
         warn!(node = %self.inner.name, shard = s, unstored = synced.len(), "trying the shard's storage again");
-        match rx.await {
-            Ok(Ok(())) => {
-                let mut host = self.host(s);
-                for (e, v) in &synced {
-                    host.replica.synced(e, *v);
-                }
-                if !matches!(host.mode, Mode::Failed { .. }) {
-                    return;
-                }
-                host.replica.failed = None;
-                host.mode = Mode::Idle;
-                drop(host);
-                self.reconsider(s);
-            }
-            Ok(Err(e)) => {
-                self.fail_shard(s, &e);
-            }
-            Err(_) => {}
+        if self.stored(s, rx, &synced).await.is_err() {
+            return;
         }
+        let mut host = self.host(s);
+        if !matches!(host.mode, Mode::Failed { .. }) {
+            return;
+        }
+        host.replica.failed = None;
+        host.mode = Mode::Idle;
+        drop(host);
+        self.reconsider(s);
     }
 
     /// Tells an actor to stop; it leaves the shard when it has ended. Its state is in the

@@ -317,10 +317,7 @@ mod tests {
     }
 
     fn e(id: &str) -> EntityRef {
-        EntityRef {
-            kind: "kv".into(),
-            id: id.into(),
-        }
+        EntityRef::new("kv", id)
     }
 
     #[test]

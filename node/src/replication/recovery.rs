@@ -178,11 +178,7 @@ impl Runtime {
                 }],
             )
         };
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Stop::Failed(self.fail_shard(shard, &e))),
-            Err(_) => Err(Stop::Failed("the node is stopping".into())),
-        }
+        self.stored(shard, rx, &[]).await.map_err(Stop::Failed)
     }
 
     /// Step 2 of the module documentation.
@@ -329,11 +325,7 @@ impl Runtime {
                 max_bytes: CHUNK_BYTES as u64,
             };
             let entries = match self.bulk(name, addr, &req).await? {
-                ReplicaResponse::Entries(Ok(e)) => e,
-                ReplicaResponse::Entries(Err(super::wire::ReplicaError::Stale { promised })) => {
-                    return Err(Stop::Stale(promised));
-                }
-                ReplicaResponse::Entries(Err(e)) => return Err(Stop::Failed(e.to_string())),
+                ReplicaResponse::Entries(e) => e?,
                 _ => return Err(Stop::Failed(format!("{name}: a malformed entries reply"))),
             };
             // The answer holds the wanted entities in order, skipping any it no longer has,
@@ -382,17 +374,7 @@ impl Runtime {
                 synced,
             )
         };
-        match rx.await {
-            Ok(Ok(())) => {
-                let mut h = self.host(shard);
-                for (e, v) in &synced {
-                    h.replica.synced(e, *v);
-                }
-                Ok(())
-            }
-            Ok(Err(e)) => Err(Stop::Failed(self.fail_shard(shard, &e))),
-            Err(_) => Err(Stop::Failed("the node is stopping".into())),
-        }
+        self.stored(shard, rx, &synced).await.map_err(Stop::Failed)
     }
 
     /// Step 3: this node's state on a majority of the new replica set.
@@ -432,11 +414,7 @@ impl Runtime {
                 vec![Write::Meta { shard, meta }],
             )
         };
-        match rx.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(Stop::Failed(self.fail_shard(shard, &e))),
-            Err(_) => return Err(Stop::Failed("the node is stopping".into())),
-        }
+        self.stored(shard, rx, &[]).await.map_err(Stop::Failed)?;
         let deadline = Instant::now() + self.inner.settings.replica_timeout * 2;
         loop {
             let notified = self.inner.progress.notified();

@@ -166,10 +166,7 @@ mod tests {
     use bytes::Bytes;
 
     fn e(id: &str) -> EntityRef {
-        EntityRef {
-            kind: "kv".into(),
-            id: id.into(),
-        }
+        EntityRef::new("kv", id)
     }
 
     fn rec(epoch: u64, seq: u64) -> Record {

@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::info;
 
+use super::ReplicaShard;
 use super::wire::{Entry, Item, ItemReply, ReplicaError, ReplicaRequest, ReplicaResponse};
 use crate::entity::runtime::Runtime;
 use crate::entity::shard_host::Mode;
@@ -94,6 +95,20 @@ impl Runtime {
         }
     }
 
+    /// Whether replica `r` may serve a request of `epoch`: its storage works and it has not
+    /// promised a newer epoch.
+    fn usable(&self, r: &ReplicaShard, epoch: u64) -> Result<(), ReplicaError> {
+        if let Some(why) = &r.failed {
+            return Err(ReplicaError::Failed(why.clone()));
+        }
+        if self.fenced(r.meta.promised, epoch) {
+            return Err(ReplicaError::Stale {
+                promised: r.meta.promised,
+            });
+        }
+        Ok(())
+    }
+
     /// Whether a replica that promised `promised` refuses `epoch`.
     fn fenced(&self, promised: u64, epoch: u64) -> bool {
         promised > epoch && !self.inner.settings.fencing_bug
@@ -120,16 +135,9 @@ impl Runtime {
                     shard,
                     synced,
                     reply,
-                } => replies.push(match rx.await {
-                    Ok(Ok(())) => {
-                        let mut h = self.host(shard);
-                        for (e, v) in &synced {
-                            h.replica.synced(e, *v);
-                        }
-                        reply
-                    }
-                    Ok(Err(e)) => ItemReply::Failed(self.fail_shard(shard, &e)),
-                    Err(_) => ItemReply::Failed("the node is stopping".into()),
+                } => replies.push(match self.stored(shard, rx, &synced).await {
+                    Ok(()) => reply,
+                    Err(why) => ItemReply::Failed(why),
                 }),
                 Pending::Fence {
                     shard,
@@ -369,10 +377,9 @@ impl Runtime {
         for (n, rx, reply) in pending {
             let reply = match rx {
                 None => reply,
-                Some((shard, rx)) => match rx.await {
-                    Ok(Ok(())) => reply,
-                    Ok(Err(e)) => ItemReply::Failed(self.fail_shard(shard, &e)),
-                    Err(_) => ItemReply::Failed("the node is stopping".into()),
+                Some((shard, rx)) => match self.stored(shard, rx, &[]).await {
+                    Ok(()) => reply,
+                    Err(why) => ItemReply::Failed(why),
                 },
             };
             out.push((n, reply));
@@ -389,14 +396,7 @@ impl Runtime {
     ) -> Result<Vec<(EntityRef, Version)>, ReplicaError> {
         self.valid_shard(shard).map_err(ReplicaError::Failed)?;
         let host = self.host(shard);
-        if let Some(why) = &host.replica.failed {
-            return Err(ReplicaError::Failed(why.clone()));
-        }
-        if self.fenced(host.replica.meta.promised, epoch) {
-            return Err(ReplicaError::Stale {
-                promised: host.replica.meta.promised,
-            });
-        }
+        self.usable(&host.replica, epoch)?;
         Ok(host
             .replica
             .versions(after.as_ref(), limit.min(VERSIONS_PAGE) as usize))
@@ -411,17 +411,7 @@ impl Runtime {
         max_bytes: u64,
     ) -> Result<Vec<Entry>, ReplicaError> {
         self.valid_shard(shard).map_err(ReplicaError::Failed)?;
-        {
-            let host = self.host(shard);
-            if let Some(why) = &host.replica.failed {
-                return Err(ReplicaError::Failed(why.clone()));
-            }
-            if self.fenced(host.replica.meta.promised, epoch) {
-                return Err(ReplicaError::Stale {
-                    promised: host.replica.meta.promised,
-                });
-            }
-        }
+        self.usable(&self.host(shard).replica, epoch)?;
         let mut out = Vec::new();
         let mut size = 0u64;
         for entity in entities {
@@ -467,15 +457,8 @@ impl Runtime {
         self.valid_shard(shard).map_err(ReplicaError::Failed)?;
         let (rx, synced) = {
             let mut host = self.host(shard);
+            self.usable(&host.replica, epoch)?;
             let r = &mut host.replica;
-            if let Some(why) = &r.failed {
-                return Err(ReplicaError::Failed(why.clone()));
-            }
-            if self.fenced(r.meta.promised, epoch) {
-                return Err(ReplicaError::Stale {
-                    promised: r.meta.promised,
-                });
-            }
             r.meta.promised = r.meta.promised.max(epoch);
             let mut writes = Vec::new();
             let mut synced = Vec::new();
@@ -510,16 +493,8 @@ impl Runtime {
                 synced,
             )
         };
-        match rx.await {
-            Ok(Ok(())) => {
-                let mut h = self.host(shard);
-                for (e, v) in &synced {
-                    h.replica.synced(e, *v);
-                }
-                Ok(())
-            }
-            Ok(Err(e)) => Err(ReplicaError::Failed(self.fail_shard(shard, &e))),
-            Err(_) => Err(ReplicaError::Failed("the node is stopping".into())),
-        }
+        self.stored(shard, rx, &synced)
+            .await
+            .map_err(ReplicaError::Failed)
     }
 }

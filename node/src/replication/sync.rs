@@ -37,6 +37,15 @@ pub(crate) enum Stop {
     Failed(String),
 }
 
+impl From<super::wire::ReplicaError> for Stop {
+    fn from(e: super::wire::ReplicaError) -> Self {
+        match e {
+            super::wire::ReplicaError::Stale { promised } => Stop::Stale(promised),
+            other => Stop::Failed(other.to_string()),
+        }
+    }
+}
+
 impl Runtime {
     /// One bulk request to `name`.
     pub(crate) async fn bulk(
@@ -75,11 +84,7 @@ impl Runtime {
                 limit: VERSIONS_PAGE,
             };
             let page = match self.bulk(name, addr, &req).await? {
-                ReplicaResponse::Versions(Ok(p)) => p,
-                ReplicaResponse::Versions(Err(super::wire::ReplicaError::Stale { promised })) => {
-                    return Err(Stop::Stale(promised));
-                }
-                ReplicaResponse::Versions(Err(e)) => return Err(Stop::Failed(e.to_string())),
+                ReplicaResponse::Versions(p) => p?,
                 _ => return Err(Stop::Failed(format!("{name}: a malformed versions reply"))),
             };
             let full = page.len() == VERSIONS_PAGE as usize;
@@ -250,11 +255,7 @@ impl Runtime {
             done,
         };
         match self.bulk(name, addr, &req).await? {
-            ReplicaResponse::Installed(Ok(())) => Ok(()),
-            ReplicaResponse::Installed(Err(super::wire::ReplicaError::Stale { promised })) => {
-                Err(Stop::Stale(promised))
-            }
-            ReplicaResponse::Installed(Err(e)) => Err(Stop::Failed(e.to_string())),
+            ReplicaResponse::Installed(r) => Ok(r?),
             _ => Err(Stop::Failed(format!("{name}: a malformed install reply"))),
         }
     }

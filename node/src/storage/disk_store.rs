@@ -282,10 +282,7 @@ mod tests {
     use bytes::Bytes;
 
     fn e(id: &str) -> EntityRef {
-        EntityRef {
-            kind: "kv".into(),
-            id: id.into(),
-        }
+        EntityRef::new("kv", id)
     }
 
     #[tokio::test]

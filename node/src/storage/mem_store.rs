@@ -182,10 +182,7 @@ mod tests {
     use bytes::Bytes;
 
     fn e(id: &str) -> EntityRef {
-        EntityRef {
-            kind: "kv".into(),
-            id: id.into(),
-        }
+        EntityRef::new("kv", id)
     }
 
     fn put(shard: u32, id: &str, seq: u64) -> Write {
