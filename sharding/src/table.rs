@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
+use std::sync::Arc;
 
 use hashring::{DefaultHashBuilder, HashRing};
 use serde::{Deserialize, Serialize};
@@ -39,15 +40,17 @@ impl Default for TableSpec {
     }
 }
 
-/// Every shard's replica set for one set of members.
+/// Every shard's replica set for one set of members. Computed once per configuration and
+/// then only read: clones share the data, and the fingerprint is computed once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardTable {
     spec: TableSpec,
     /// Sorted, deduplicated.
-    members: Vec<String>,
+    members: Arc<[String]>,
     /// `min(replicas, members)` entries per shard, indexes into `members`, primary first.
-    sets: Vec<u16>,
+    sets: Arc<[u16]>,
     width: usize,
+    digest: u64,
 }
 
 /// A shard's point on the ring, placed by hashing its label.
@@ -77,12 +80,7 @@ impl ShardTable {
         let width = spec.replicas.min(names.len());
         let mut sets = Vec::with_capacity(spec.shards as usize * width);
         if names.is_empty() || width == 0 {
-            return Self {
-                spec,
-                members: names,
-                sets,
-                width,
-            };
+            return Self::new(spec, names, sets, width);
         }
         let hasher = DefaultHashBuilder;
         let mut ring: HashRing<VNode> = HashRing::new();
@@ -130,11 +128,24 @@ impl ShardTable {
                 "the walk starts where the ring's get does"
             );
         }
+        Self::new(spec, names, sets, width)
+    }
+
+    fn new(spec: TableSpec, members: Vec<String>, sets: Vec<u16>, width: usize) -> Self {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for m in &members {
+            h.update(m.as_bytes());
+            h.update(&[0xff]);
+        }
+        for &i in &sets {
+            h.update(&i.to_le_bytes());
+        }
         Self {
             spec,
-            members: names,
-            sets,
+            members: members.into(),
+            sets: sets.into(),
             width,
+            digest: h.digest(),
         }
     }
 
@@ -182,7 +193,7 @@ impl ShardTable {
     pub fn replicas_per_member(&self) -> BTreeMap<&str, usize> {
         let mut counts: BTreeMap<&str, usize> =
             self.members.iter().map(|m| (m.as_str(), 0)).collect();
-        for &i in &self.sets {
+        for &i in self.sets.iter() {
             *counts.entry(self.members[i as usize].as_str()).or_default() += 1;
         }
         counts
@@ -191,15 +202,7 @@ impl ShardTable {
     /// A fingerprint of the whole table (members and every replica set): two nodes with the
     /// same fingerprint route every entity the same way.
     pub fn digest(&self) -> u64 {
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        for m in &self.members {
-            h.update(m.as_bytes());
-            h.update(&[0xff]);
-        }
-        for &i in &self.sets {
-            h.update(&i.to_le_bytes());
-        }
-        h.digest()
+        self.digest
     }
 
     /// Balance of primaries: the busiest member's count over the mean (1.0 is perfect).

@@ -53,6 +53,9 @@ pub struct Detection {
     /// report it).
     pub observer_generations: BTreeMap<String, u64>,
     pub(crate) checked: bool,
+    /// The node started again (a new incarnation) before the deadline: observers may have
+    /// seen that first, which is as good as a detection.
+    pub(crate) back: bool,
 }
 
 impl Detection {
@@ -115,6 +118,11 @@ impl MembershipChecker {
     /// A node started an incarnation.
     pub fn started(&mut self, name: &str, generation: u64) {
         self.incarnations.insert((name.to_string(), generation));
+        for (g, d) in &mut self.detections {
+            if d.node == name && *g != generation && !d.checked {
+                d.back = true;
+            }
+        }
     }
 
     /// A node crashed; `observers` (name and generation) are the running nodes that saw it
@@ -142,6 +150,7 @@ impl MembershipChecker {
                 expected: observers.keys().cloned().collect(),
                 observer_generations: observers,
                 checked: false,
+                back: false,
             },
         ));
     }
@@ -263,13 +272,8 @@ impl MembershipChecker {
                 continue;
             }
             d.checked = true;
-            // Back before the deadline: observers may have seen the new incarnation first,
-            // which is as good as a detection.
-            let back = cluster
-                .nodes
-                .iter()
-                .any(|n| n.name == d.node && n.is_running() && n.generation != Some(*generation));
-            if back {
+            // Back before the deadline (even if it has left again since).
+            if d.back {
                 continue;
             }
             let missing: Vec<String> =

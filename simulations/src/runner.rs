@@ -202,6 +202,17 @@ pub fn on_sim_thread<T: Send + 'static>(
         .map_err(|_| anyhow::anyhow!("the simulation thread panicked"))?
 }
 
+/// A crash that waits for shards to move.
+struct MidHandoff {
+    node: usize,
+    /// How long after the crash to start the node again.
+    back: Duration,
+    /// How long after the first movement to crash; `None` once movement was seen.
+    after: Option<Duration>,
+    /// When to crash (10 s after arming if nothing moves; moved up when something does).
+    at: Instant,
+}
+
 struct World {
     cluster: SimCluster,
     checker: MembershipChecker,
@@ -212,14 +223,16 @@ struct World {
     net: Net,
     start: Instant,
     last_network_fault: Option<f64>,
-    /// Starts that failed (the address still held by a leaving incarnation), retried later,
-    /// with the number of attempts so far.
+    /// Starts due later: ones that failed (the address still held by a leaving incarnation)
+    /// and restarts after a mid-handoff crash, with the number of failed attempts so far.
     retry_starts: Vec<(Instant, usize, u32)>,
     /// Violations found by the runner itself.
     stuck: Vec<Violation>,
     checker_quiet_window: f64,
     /// Failed start attempts per node, while retrying.
     attempts: std::collections::HashMap<usize, u32>,
+    /// An armed [`Action::CrashMidHandoff`].
+    mid_handoff: Option<MidHandoff>,
 }
 
 impl World {
@@ -327,6 +340,42 @@ impl World {
         Some(running[rng.below(running.len() as u64) as usize].clone())
     }
 
+    /// Shards recovering anywhere in the cluster right now.
+    fn shards_moving(&self) -> usize {
+        self.cluster
+            .running()
+            .filter_map(|n| Some(n.node.as_ref()?.entities().recovering().len()))
+            .sum()
+    }
+
+    /// Carries out an armed [`Action::CrashMidHandoff`] once shards move (or time is up).
+    async fn poll_mid_handoff(&mut self) -> anyhow::Result<()> {
+        let Some(m) = &mut self.mid_handoff else {
+            return Ok(());
+        };
+        if let Some(after) = m.after
+            && self.cluster.running().any(|n| {
+                n.node
+                    .as_ref()
+                    .is_some_and(|n| !n.entities().recovering().is_empty())
+            })
+        {
+            m.at = m.at.min(Instant::now() + after);
+            m.after = None;
+        }
+        if Instant::now() >= m.at {
+            let (node, back) = (m.node, m.back);
+            self.mid_handoff = None;
+            self.apply(&Step {
+                at: Duration::ZERO,
+                action: Action::Crash(node),
+            })
+            .await?;
+            self.retry_starts.push((Instant::now() + back, node, 0));
+        }
+        Ok(())
+    }
+
     async fn retry_due_starts(&mut self) -> anyhow::Result<()> {
         let now = Instant::now();
         let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retry_starts)
@@ -407,6 +456,15 @@ impl World {
                             Some((o, g))
                         })
                         .collect();
+                    // How much was moving at that instant (a crash mid-handoff is the point of
+                    // some scenarios).
+                    let moving = self.shards_moving();
+                    trace_event!(
+                        self.trace,
+                        &name,
+                        "node.crash-during",
+                        "shards_recovering={moving}"
+                    );
                     self.cluster.crash(i);
                     self.checker.observer_gone(&name);
                     self.configs.crashed(
@@ -419,6 +477,14 @@ impl World {
                     self.checker
                         .crashed(at, &name, generation, observers, quiet);
                 }
+            }
+            Action::CrashMidHandoff { node, after, back } => {
+                self.mid_handoff = Some(MidHandoff {
+                    node: *node,
+                    back: *back,
+                    after: Some(*after),
+                    at: Instant::now() + Duration::from_secs(10),
+                });
             }
             Action::Leave(i) => {
                 self.cluster.leave(*i);
@@ -584,6 +650,7 @@ async fn simulate(opts: RunOptions) -> anyhow::Result<RunReport> {
         retry_starts: Vec::new(),
         stuck: Vec::new(),
         attempts: std::collections::HashMap::new(),
+        mid_handoff: None,
     };
 
     // Phase 1: the plan.
@@ -635,6 +702,9 @@ async fn simulate(opts: RunOptions) -> anyhow::Result<RunReport> {
                     });
                 }
             }
+            _ = tokio::time::sleep(Duration::from_millis(5)), if world.mid_handoff.is_some() => {
+                world.poll_mid_handoff().await?;
+            }
             _ = tokio::time::sleep_until(next_step.unwrap_or(end)), if next_step.is_some() => {
                 while let Some(step) = steps.next_if(|s| start + s.at <= Instant::now()) {
                     world.apply(&step).await?;
@@ -652,7 +722,11 @@ async fn simulate(opts: RunOptions) -> anyhow::Result<RunReport> {
                 {
                     convergence = Some((now - formed).as_secs_f64());
                 }
-                if now >= end && steps.peek().is_none() && world.retry_starts.is_empty() {
+                if now >= end
+                    && steps.peek().is_none()
+                    && world.retry_starts.is_empty()
+                    && world.mid_handoff.is_none()
+                {
                     break;
                 }
             }

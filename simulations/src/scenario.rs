@@ -19,6 +19,14 @@ pub enum Action {
     Start(usize),
     /// Crash node i: it vanishes without a word.
     Crash(usize),
+    /// Crash `node` `after` shards start moving anywhere in the cluster (a restart
+    /// mid-handoff, at a seeded point of it), or after 10 s if nothing moves; start it again
+    /// `back` after the crash.
+    CrashMidHandoff {
+        node: usize,
+        after: Duration,
+        back: Duration,
+    },
     /// Node i leaves gracefully.
     Leave(usize),
     /// Block every link between different groups, both ways (nodes in no group keep all

@@ -108,7 +108,7 @@ pub fn all() -> Vec<Scenario> {
         },
         Scenario {
             name: "restart-mid-handoff",
-            about: "a node joins and, while shards move to it, it or an old owner crashes and restarts",
+            about: "a node joins; once shards move, it or an old owner crashes, then restarts",
             default_nodes: 5,
             default_duration: Duration::from_secs(150),
             asks_never_fail: false,
@@ -361,17 +361,24 @@ fn restart_mid_handoff(p: &Params, rng: &NodeRng) -> Vec<Step> {
             s.at(t, Action::Start(joiner));
             first = false;
         }
-        // The join commits about a second after the start; shards move right after.
-        let mid = t + between(rng, 0.5, 4.0);
+        // The join commits about a second after the start; the crash waits for shards to move.
+        let mid = t + secs(0.2);
         let victim = if rng.below(2) == 0 {
             joiner
         } else {
             rng.below((n - 1) as u64) as usize
         };
-        s.at(mid, Action::Crash(victim));
-        t = mid + between(rng, 3.0, 10.0);
-        s.at(t, Action::Start(victim));
-        t += between(rng, 10.0, 20.0);
+        let back = between(rng, 3.0, 10.0);
+        s.at(
+            mid,
+            Action::CrashMidHandoff {
+                node: victim,
+                after: between(rng, 0.0, 0.03),
+                back,
+            },
+        );
+        // The crash comes within 10 s, the restart `back` after it.
+        t = mid + secs(10.0) + back + between(rng, 10.0, 20.0);
         // The joiner leaves and joins again: the next round moves shards to it once more.
         s.at(t, Action::Leave(joiner));
         t += between(rng, 8.0, 12.0);
@@ -407,7 +414,11 @@ mod tests {
                 s.name
             );
             for step in &a {
-                if let Action::Start(i) | Action::Crash(i) | Action::Leave(i) = step.action {
+                if let Action::Start(i)
+                | Action::Crash(i)
+                | Action::CrashMidHandoff { node: i, .. }
+                | Action::Leave(i) = step.action
+                {
                     assert!(i < p.nodes, "{}: {step:?}", s.name);
                 }
             }
@@ -422,7 +433,9 @@ mod tests {
                 let mut down = std::collections::BTreeSet::new();
                 for step in (s.plan)(&p, &NodeRng::seeded(seed)) {
                     match step.action {
-                        Action::Crash(i) | Action::Leave(i) => {
+                        Action::Crash(i)
+                        | Action::CrashMidHandoff { node: i, .. }
+                        | Action::Leave(i) => {
                             down.insert(i);
                         }
                         Action::Start(i) => {

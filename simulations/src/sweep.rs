@@ -269,12 +269,18 @@ pub fn sweep(
         let rs: Vec<&ChildOutcome> = results.iter().filter(|r| &r.scenario == scenario).collect();
         let pass = rs.iter().filter(|r| r.passed()).count();
         let sums: Vec<&ChildSummary> = rs.iter().filter_map(|r| r.summary.as_ref()).collect();
+        // No figure when no run had a fault-free formation to measure.
         let conv = median(sums.iter().filter_map(|s| s.convergence_secs).collect());
+        let conv = if conv.is_nan() {
+            "-".to_string()
+        } else {
+            format!("{conv:.2}s")
+        };
         let heal: Vec<f64> = sums.iter().filter_map(|s| s.heal_agreement_secs).collect();
         let heal_max = heal.iter().copied().fold(f64::NAN, f64::max);
         let speed = median(sums.iter().map(|s| s.speedup).collect());
         println!(
-            "{:<20} {:>6} {:>6} {:>6} {:>12.2}s {:>7.1}s/{:>5.1}s {:>9.0}x",
+            "{:<20} {:>6} {:>6} {:>6} {:>13} {:>7.1}s/{:>5.1}s {:>9.0}x",
             scenario,
             rs.len(),
             pass,

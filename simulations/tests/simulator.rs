@@ -257,6 +257,35 @@ fn broken_fencing_is_caught() {
 }
 
 #[test]
+fn restart_mid_handoff_crashes_nodes_while_shards_move() {
+    // The crash waits for shards to start moving, so it lands inside a handoff, not before
+    // or after one; the run must still pass every checker.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.trace");
+    let o = sim(&[
+        "run",
+        "--scenario",
+        "restart-mid-handoff",
+        "--seed",
+        "1",
+        "--trace",
+        path.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stdout(&o));
+    let trace = std::fs::read_to_string(&path).unwrap();
+    let moving: Vec<u64> = trace
+        .lines()
+        .filter_map(|l| l.split("node.crash-during shards_recovering=").nth(1))
+        .map(|n| n.trim().parse().unwrap())
+        .collect();
+    assert!(moving.len() >= 2, "the scenario crashes nodes: {moving:?}");
+    assert!(
+        moving.iter().any(|&n| n > 0),
+        "at least one crash hit shards in the middle of moving: {moving:?}"
+    );
+}
+
+#[test]
 fn the_determinism_command_compares_two_processes_per_seed() {
     let o = sim(&["determinism", "--seeds", "1..2", "--duration", "30s"]);
     let out = stdout(&o);
