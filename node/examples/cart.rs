@@ -98,16 +98,10 @@ async fn run() -> anyhow::Result<Vec<(String, i64, BTreeMap<String, u32>)>> {
     let n3 = start_node(&ca, "shop-3", &[&n1]).await?;
     let nodes = [n1, n2, n3];
     // Wait until all three are members and serve their shards.
-    tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let members = nodes[0].view().configuration.map_or(0, |c| c.members.len());
-            let serving: usize = nodes.iter().map(|n| n.entities().serving().len()).sum();
-            if members == 3 && serving == 1024 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        loopback::wait_serving(&nodes.iter().collect::<Vec<_>>()),
+    )
     .await?;
     println!(
         "3 nodes up; shards per node: {:?}",

@@ -22,17 +22,6 @@ async fn start(ca: &ClusterCa, name: &str, seeds: &[&Node]) -> anyhow::Result<No
     Ok(loopback::start(NodeBuilder::new(config), ca).await?)
 }
 
-async fn serving(nodes: &[&Node], total: usize) {
-    loop {
-        let n: usize = nodes.iter().map(|n| n.entities().serving().len()).sum();
-        let members = nodes[0].view().configuration.map_or(0, |c| c.members.len());
-        if n == total && members == nodes.len() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration) {
     v.sort();
     (v[v.len() / 2], v[v.len() * 99 / 100])
@@ -42,7 +31,7 @@ fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration) {
 async fn main() -> anyhow::Result<()> {
     let ca = ClusterCa::generate("timing")?;
     let a = start(&ca, "a", &[]).await?;
-    serving(&[&a], 1024).await;
+    loopback::wait_serving(&[&a]).await;
 
     // One node.
     for i in 0..1000 {
@@ -83,7 +72,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Two nodes: b owns about half the shards; ask from a to entities on b.
     let b = start(&ca, "b", &[&a]).await?;
-    serving(&[&a, &b], 1024).await;
+    loopback::wait_serving(&[&a, &b]).await;
     let (_, table) = a.entities().table().expect("a table");
     let remote: Vec<String> = (0..100_000)
         .map(|i| format!("r{i}"))

@@ -75,25 +75,8 @@ async fn cluster(
         dirs.push(dir);
     }
     let c = Cluster { nodes, _dirs: dirs };
-    serving(&c.nodes).await;
+    loopback::wait_serving(&c.nodes.iter().collect::<Vec<_>>()).await;
     Ok(c)
-}
-
-/// Waits until every shard is served and every node has the same table.
-async fn serving(nodes: &[Node]) {
-    loop {
-        let shards = nodes[0].config().shards as usize;
-        let served: usize = nodes.iter().map(|n| n.entities().serving().len()).sum();
-        let members = nodes[0].view().configuration.map_or(0, |c| c.members.len());
-        let epochs: Vec<u64> = nodes
-            .iter()
-            .map(|n| n.entities().table().map_or(0, |t| t.0))
-            .collect();
-        if served == shards && members == nodes.len() && epochs.iter().all(|e| *e == epochs[0]) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -103,25 +103,9 @@ where
 
 /// Whether every node in `nodes` uses a committed configuration of exactly `members`, and
 /// together they serve all `shards` shards.
-fn settled(nodes: &[&Node], members: &[&str], shards: u32) -> bool {
-    let want: BTreeSet<&str> = members.iter().copied().collect();
-    let agreed = nodes.iter().all(|n| {
-        let v = n.view();
-        v.configuration.as_ref().is_some_and(|c| {
-            c.members
-                .iter()
-                .map(|m| m.name.as_str())
-                .collect::<BTreeSet<_>>()
-                == want
-        }) && n.entities().epoch() == v.epoch()
-    });
-    let serving: usize = nodes.iter().map(|n| n.entities().serving().len()).sum();
-    agreed && serving == shards as usize
-}
-
-async fn wait_settled(what: &str, nodes: &[&Node], members: &[&str], shards: u32) {
+async fn wait_settled(what: &str, nodes: &[&Node]) {
     eventually(what, || async {
-        settled(nodes, members, shards).then_some(())
+        loopback::all_serving(nodes).then_some(())
     })
     .await
 }
@@ -134,13 +118,7 @@ async fn three_nodes(ca: &ClusterCa, shards: u32) -> (Vec<Node>, Vec<Disk>) {
     let n3 = start(ca, config("n3", &[&n1], shards), &disks[2]).await;
     let nodes = vec![n1, n2, n3];
     let refs: Vec<&Node> = nodes.iter().collect();
-    wait_settled(
-        "three nodes serving every shard",
-        &refs,
-        &["n1", "n2", "n3"],
-        shards,
-    )
-    .await;
+    wait_settled("three nodes serving every shard", &refs).await;
     (nodes, disks)
 }
 
@@ -269,12 +247,9 @@ async fn acknowledged_writes_survive_the_crash_of_a_primary() {
 
     // The survivors remove it, and serve every shard between them (its shards included).
     let survivors: Vec<&Node> = nodes.iter().collect();
-    let names: Vec<&str> = survivors.iter().map(|n| n.name()).collect();
     wait_settled(
         "the survivors serve every shard without the crashed node",
         &survivors,
-        &names,
-        SHARDS,
     )
     .await;
     eprintln!(
@@ -498,13 +473,7 @@ async fn a_full_disk_takes_only_that_nodes_shards_out_of_service() {
     // and serves them; writes to them succeed.
     disks[2].store.set_faults(StoreFaults::default());
     let refs: Vec<&Node> = nodes.iter().collect();
-    wait_settled(
-        "n3 serves its shards again once its disk has room",
-        &refs,
-        &["n1", "n2", "n3"],
-        SHARDS,
-    )
-    .await;
+    wait_settled("n3 serves its shards again once its disk has room", &refs).await;
     // n3's disk holds what its replicas claim to hold, the same as the others': nothing it
     // took in while its disk was full is counted without being on disk.
     eventually_ok("every replica's disk holds the same versions", || async {
@@ -561,13 +530,7 @@ async fn a_full_disk_takes_only_that_nodes_shards_out_of_service() {
     n3.stop().await;
     drop(n3);
     let refs: Vec<&Node> = nodes.iter().collect();
-    wait_settled(
-        "n1 and n2 serve every shard without n3",
-        &refs,
-        &["n1", "n2"],
-        SHARDS,
-    )
-    .await;
+    wait_settled("n1 and n2 serve every shard without n3", &refs).await;
     for (i, id) in ids.iter().enumerate() {
         let through = &nodes[i % 2];
         let got = ask_until_ok(&format!("get {id} after n3 crashed"), || {
@@ -593,7 +556,7 @@ async fn a_corrupt_shard_is_out_of_service_and_the_rest_serve() {
     let ca = ClusterCa::generate("test").unwrap();
     let disk = Disk::default();
     let solo = start(&ca, config("solo", &[], SHARDS), &disk).await;
-    wait_settled("solo serves every shard", &[&solo], &["solo"], SHARDS).await;
+    wait_settled("solo serves every shard", &[&solo]).await;
     let ids = counters_on_every_shard("x", SHARDS, 3);
     let value = |id: &str| ids.iter().position(|x| x == id).unwrap() as i64 + 1;
     let shard = |id: &str| shard_of("counter", id.as_bytes(), SHARDS);

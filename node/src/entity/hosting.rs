@@ -285,22 +285,19 @@ impl Runtime {
     async fn retry_storage(&self, s: u32) {
         let (rx, synced) = {
             let host = self.host(s);
-            let mut writes = Vec::new();
-            let mut synced = Vec::new();
+            let mut batch = crate::replication::StoreBatch::default();
             for (entity, record) in host.replica.unsynced_records() {
-                synced.push((entity.clone(), record.version));
-                writes.push(Write::Entity {
-                    shard: s,
-                    entity: entity.clone(),
-                    record: record.clone(),
-                });
+                batch.record(s, entity.clone(), record.clone());
             }
-            writes.push(Write::Meta {
+            batch.writes.push(Write::Meta {
                 shard: s,
                 meta: host.replica.meta,
             });
             let stripe = self.inner.commits.stripe_of(s);
-            (self.inner.commits.submit(stripe, writes), synced)
+            (
+                self.inner.commits.submit(stripe, batch.writes),
+                batch.synced,
+            )
         };
         warn!(node = %self.inner.name, shard = s, unstored = synced.len(), "trying the shard's storage again");
         if self.stored(s, rx, &synced).await.is_err() {

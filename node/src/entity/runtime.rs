@@ -414,21 +414,4 @@ impl Runtime {
             entities: h.replica.len(),
         }
     }
-
-    /// Waits until no shard of this node is primary-side busy (recovering or draining), at
-    /// most `within`.
-    pub async fn wait_settled(&self, within: Duration) {
-        let _ = tokio::time::timeout(within, async {
-            loop {
-                let notified = self.inner.progress.notified();
-                let busy = (0..self.inner.shards)
-                    .any(|s| matches!(self.host(s).mode, Mode::Recovering | Mode::Draining));
-                if !busy {
-                    return;
-                }
-                let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
-            }
-        })
-        .await;
-    }
 }

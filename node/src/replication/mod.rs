@@ -27,7 +27,7 @@ mod wire;
 pub(crate) use lane::{LaneSink, Lanes};
 pub(crate) use log::PrimaryLog;
 pub(crate) use recovery::{Plan, ReplicaSet};
-pub(crate) use replica::ReplicaShard;
+pub(crate) use replica::{ReplicaShard, StoreBatch};
 pub use wire::{Entry, REPLICA_SERVICE};
 
 use std::sync::Arc;

@@ -354,24 +354,14 @@ impl Runtime {
         }
         let (rx, synced) = {
             let mut host = self.host(shard);
-            let mut writes = Vec::new();
-            let mut synced = Vec::new();
+            let mut batch = super::StoreBatch::default();
             for e in entries {
-                let record = e.record();
-                if host.replica.apply(&e.entity, &record) {
-                    synced.push((e.entity.clone(), record.version));
-                    writes.push(Write::Entity {
-                        shard,
-                        entity: e.entity,
-                        record,
-                    });
-                }
+                host.replica.merge(shard, e, &mut batch);
             }
+            let stripe = self.inner.commits.stripe_of(shard);
             (
-                self.inner
-                    .commits
-                    .submit(self.inner.commits.stripe_of(shard), writes),
-                synced,
+                self.inner.commits.submit(stripe, batch.writes),
+                batch.synced,
             )
         };
         self.stored(shard, rx, &synced).await.map_err(Stop::Failed)

@@ -11,7 +11,27 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::entity::EntityRef;
-use crate::storage::{LoadedShard, Record, ShardMeta, Version};
+use crate::storage::{LoadedShard, Record, ShardMeta, Version, Write};
+
+/// Writes that make changes to a replica durable, with the versions they carry: once the
+/// commit is durable those count as stored (`Runtime::stored`).
+#[derive(Debug, Default)]
+pub(crate) struct StoreBatch {
+    pub writes: Vec<Write>,
+    pub synced: Vec<(EntityRef, Version)>,
+}
+
+impl StoreBatch {
+    /// Queues the write of `entity`'s `record`.
+    pub fn record(&mut self, shard: u32, entity: EntityRef, record: Record) {
+        self.synced.push((entity.clone(), record.version));
+        self.writes.push(Write::Entity {
+            shard,
+            entity,
+            record,
+        });
+    }
+}
 
 /// See the module documentation.
 #[derive(Debug, Default)]
@@ -60,6 +80,15 @@ impl ReplicaShard {
 
     pub fn version(&self, entity: &EntityRef) -> Option<Version> {
         self.index.get(entity).copied()
+    }
+
+    /// Merges `entry` in (see [`ReplicaShard::apply`]) and, if it was newer, queues its
+    /// write in `batch`.
+    pub fn merge(&mut self, shard: u32, entry: super::Entry, batch: &mut StoreBatch) {
+        let record = entry.record();
+        if self.apply(&entry.entity, &record) {
+            batch.record(shard, entry.entity, record);
+        }
     }
 
     /// Merges `record` in if it is newer than what is held; says whether it was.

@@ -14,8 +14,8 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::info;
 
-use super::ReplicaShard;
 use super::wire::{Entry, Item, ItemReply, ReplicaError, ReplicaRequest, ReplicaResponse};
+use super::{ReplicaShard, StoreBatch};
 use crate::entity::runtime::Runtime;
 use crate::entity::shard_host::Mode;
 use crate::entity::wire::EntityRef;
@@ -189,8 +189,7 @@ impl Runtime {
                 if r.meta.installed != epoch && !bug {
                     return Pending::Now(ItemReply::NeedInstall);
                 }
-                let mut writes = Vec::new();
-                let mut synced = Vec::new();
+                let mut batch = StoreBatch::default();
                 let mut gap = false;
                 for e in entries {
                     let seq = e.version.seq;
@@ -204,28 +203,20 @@ impl Runtime {
                         }
                         r.meta.applied = seq;
                     }
-                    let record = e.record();
-                    if r.apply(&e.entity, &record) {
-                        synced.push((e.entity.clone(), record.version));
-                        writes.push(Write::Entity {
-                            shard,
-                            entity: e.entity,
-                            record,
-                        });
-                    }
+                    r.merge(shard, e, &mut batch);
                     if bug {
                         r.meta.applied = r.meta.applied.max(seq);
                     }
                 }
-                writes.push(Write::Meta {
+                batch.writes.push(Write::Meta {
                     shard,
                     meta: r.meta,
                 });
                 let applied = r.meta.applied;
                 Pending::Durable {
-                    rx: self.inner.commits.submit(stripe, writes),
+                    rx: self.inner.commits.submit(stripe, batch.writes),
                     shard,
-                    synced,
+                    synced: batch.synced,
                     reply: if gap {
                         ItemReply::NeedInstall
                     } else {
@@ -460,18 +451,9 @@ impl Runtime {
             self.usable(&host.replica, epoch)?;
             let r = &mut host.replica;
             r.meta.promised = r.meta.promised.max(epoch);
-            let mut writes = Vec::new();
-            let mut synced = Vec::new();
+            let mut batch = StoreBatch::default();
             for e in entries {
-                let record = e.record();
-                if r.apply(&e.entity, &record) {
-                    synced.push((e.entity.clone(), record.version));
-                    writes.push(Write::Entity {
-                        shard,
-                        entity: e.entity,
-                        record,
-                    });
-                }
+                r.merge(shard, e, &mut batch);
             }
             if let Some(through) = done {
                 let before = if r.meta.installed == epoch {
@@ -482,15 +464,14 @@ impl Runtime {
                 r.meta.installed = epoch;
                 r.meta.applied = before.max(through);
             }
-            writes.push(Write::Meta {
+            batch.writes.push(Write::Meta {
                 shard,
                 meta: r.meta,
             });
+            let stripe = self.inner.commits.stripe_of(shard);
             (
-                self.inner
-                    .commits
-                    .submit(self.inner.commits.stripe_of(shard), writes),
-                synced,
+                self.inner.commits.submit(stripe, batch.writes),
+                batch.synced,
             )
         };
         self.stored(shard, rx, &synced)
