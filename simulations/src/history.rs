@@ -33,7 +33,7 @@ pub struct History {
 }
 
 /// What the check found.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HistoryStats {
     pub entities: usize,
     pub operations: usize,

@@ -78,6 +78,9 @@ pub struct ChildSummary {
     pub convergence_secs: Option<f64>,
     pub speedup: f64,
     pub trace_hash: String,
+    /// What the linearizability check covered (absent without a workload).
+    #[serde(default)]
+    pub history: crate::history::HistoryStats,
 }
 
 /// The outcome of one child.
@@ -292,6 +295,16 @@ pub fn sweep(
         );
         all_passed &= pass == rs.len();
     }
+    // An entity whose search ran out of steps passed unchecked: say how many there were.
+    let histories = results
+        .iter()
+        .filter_map(|r| r.summary.as_ref())
+        .map(|s| &s.history);
+    let (entities, undecided) =
+        histories.fold((0, 0), |(e, u), h| (e + h.entities, u + h.undecided));
+    println!(
+        "\nlinearizability: {entities} entity histories checked, {undecided} undecided (search budget exhausted)"
+    );
     let failures: Vec<&ChildOutcome> = results.iter().filter(|r| !r.passed()).collect();
     if !failures.is_empty() {
         println!("\n{} failing runs:", failures.len());
