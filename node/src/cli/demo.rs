@@ -169,9 +169,6 @@ async fn entities(cluster: &mut LocalCluster, n: &mut Narrator) -> anyhow::Resul
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
-    let base = |cluster: &LocalCluster, name: &str| -> anyhow::Result<String> {
-        Ok(format!("http://{}", cluster.node(name)?.http))
-    };
     let fruits = [
         "apple",
         "banana",
@@ -199,7 +196,6 @@ async fn entities(cluster: &mut LocalCluster, n: &mut Narrator) -> anyhow::Resul
             .await?;
         anyhow::ensure!(resp.status().is_success(), "PUT {url}: {}", resp.status());
     }
-    let owners = primary_of;
     let shards = shard_table(cluster, &http, "n1").await?;
     n.say("reading them back through n2 (each lives on the owner of its shard):");
     for fruit in fruits {
@@ -212,7 +208,7 @@ async fn entities(cluster: &mut LocalCluster, n: &mut Narrator) -> anyhow::Resul
         println!(
             "          {fruit:<11} = {:<16} lives on {}",
             v["value"].to_string(),
-            owners(&shards, fruit)
+            primary_of(&shards, fruit)
         );
     }
     let before = cluster.cluster_info("n1").await?.shards;
@@ -244,7 +240,7 @@ async fn entities(cluster: &mut LocalCluster, n: &mut Narrator) -> anyhow::Resul
             .await?;
         let status = resp.status();
         let v: serde_json::Value = resp.json().await.unwrap_or_default();
-        let (was, now) = (owners(&shards, fruit), owners(&shards_after, fruit));
+        let (was, now) = (primary_of(&shards, fruit), primary_of(&shards_after, fruit));
         println!(
             "          {fruit:<11} = {:<16} {}",
             if status.is_success() {
@@ -270,9 +266,6 @@ async fn failover(
     http: &reqwest::Client,
     fruits: &[&str],
 ) -> anyhow::Result<()> {
-    let base = |cluster: &LocalCluster, name: &str| -> anyhow::Result<String> {
-        Ok(format!("http://{}", cluster.node(name)?.http))
-    };
     let shards = shard_table(cluster, http, "n1").await?;
     let mut by_node: BTreeMap<String, Vec<&str>> = BTreeMap::new();
     for f in fruits {
@@ -400,13 +393,18 @@ async fn failover(
     Ok(())
 }
 
+/// The HTTP base URL of `name`'s gateway.
+fn base(cluster: &LocalCluster, name: &str) -> anyhow::Result<String> {
+    Ok(format!("http://{}", cluster.node(name)?.http))
+}
+
 /// `GET /shards` of `node`.
 async fn shard_table(
     cluster: &LocalCluster,
     http: &reqwest::Client,
     node: &str,
 ) -> anyhow::Result<Vec<crate::api::ShardInfo>> {
-    let url = format!("http://{}/shards", cluster.node(node)?.http);
+    let url = format!("{}/shards", base(cluster, node)?);
     Ok(http.get(url).send().await?.json().await?)
 }
 
