@@ -169,3 +169,89 @@ impl History {
 fn may_have_run(e: &AskError) -> bool {
     matches!(e, AskError::Unavailable(_) | AskError::Timeout(_))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn kv(cmd: KvCommand) -> Op {
+        Op::Kv("k".into(), cmd)
+    }
+
+    async fn step() {
+        tokio::time::advance(Duration::from_millis(10)).await;
+    }
+
+    /// Runs `ops` one after the other; each with its result.
+    async fn sequential(ops: Vec<(Op, Result<Reply, AskError>)>) -> History {
+        let mut h = History::new(Instant::now());
+        for (op, result) in ops {
+            let id = h.call(&op);
+            step().await;
+            h.ret(id, result);
+            step().await;
+        }
+        h
+    }
+
+    fn value(v: Option<&str>) -> Result<Reply, AskError> {
+        Ok(Reply::Kv(KvReply::Value(v.map(str::to_string))))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_acknowledged_write_the_next_read_misses_is_a_violation() {
+        let h = sequential(vec![
+            (kv(KvCommand::Put("1".into())), value(Some("1"))),
+            (kv(KvCommand::Get), value(None)),
+        ])
+        .await;
+        let (violations, stats) = h.check(1.0);
+        assert_eq!(violations.len(), 1, "{violations:?}");
+        assert_eq!(violations[0].checker, "linearizable");
+        assert!(
+            violations[0].what.starts_with("kv/k"),
+            "{}",
+            violations[0].what
+        );
+        assert_eq!((stats.entities, stats.operations), (1, 2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_timed_out_may_or_may_not_have_happened() {
+        for seen in [None, Some("1")] {
+            let h = sequential(vec![
+                (kv(KvCommand::Put("1".into())), Err(AskError::Timeout(2000))),
+                (kv(KvCommand::Get), value(seen)),
+            ])
+            .await;
+            let (violations, stats) = h.check(1.0);
+            assert!(violations.is_empty(), "{seen:?}: {violations:?}");
+            assert_eq!(stats.unknown_outcomes, 1);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_reads_and_refused_writes_are_left_out() {
+        let h = sequential(vec![
+            (
+                kv(KvCommand::Get),
+                Err(AskError::Unavailable("minority".into())),
+            ),
+            (
+                kv(KvCommand::Put("1".into())),
+                Err(AskError::Rejected("no".into())),
+            ),
+            (kv(KvCommand::Get), value(None)),
+        ])
+        .await;
+        let (violations, stats) = h.check(1.0);
+        assert!(violations.is_empty(), "{violations:?}");
+        assert_eq!((stats.operations, stats.unknown_outcomes), (1, 0));
+        assert_eq!(
+            h.failed_since(h.start).len(),
+            2,
+            "both failures are listed for asks-never-fail"
+        );
+    }
+}

@@ -199,3 +199,71 @@ pub async fn wait_replicas_equal(
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal::entity::EntityRef;
+    use shoal::storage::{Record, ShardMeta, Version};
+
+    fn put(epoch: u64, seq: u64) -> Write {
+        Write::Entity {
+            shard: 3,
+            entity: EntityRef::new("kv", "a"),
+            record: Record {
+                version: Version { epoch, seq },
+                state: None,
+            },
+        }
+    }
+
+    fn promise(promised: u64) -> Write {
+        Write::Meta {
+            shard: 3,
+            meta: ShardMeta {
+                promised,
+                ..ShardMeta::default()
+            },
+        }
+    }
+
+    fn checkers(c: &ReplicaChecker) -> Vec<&'static str> {
+        c.violations().iter().map(|v| v.checker).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn versions_and_promises_may_only_grow_per_node() {
+        let c = ReplicaChecker::new(Instant::now());
+        c.on_stored("n1", &[put(1, 1), put(1, 2), promise(2), put(2, 1)]);
+        // Another node's store is its own: an older version there is fine.
+        c.on_stored("n2", &[put(1, 1), promise(1)]);
+        assert!(c.violations().is_empty(), "{:?}", c.violations());
+        c.on_stored("n1", &[put(1, 5)]);
+        c.on_stored("n1", &[promise(1)]);
+        assert_eq!(checkers(&c), ["versions-monotonic", "versions-monotonic"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_the_primary_of_an_epoch_may_acknowledge_writes() {
+        let c = ReplicaChecker::new(Instant::now());
+        let serving = |epoch| ReplicationEvent::Serving { shard: 3, epoch };
+        let committed = |epoch| ReplicationEvent::Committed {
+            shard: 3,
+            epoch,
+            seq: 1,
+        };
+        c.on_event("n1", &serving(4));
+        c.on_event("n1", &committed(4));
+        c.on_event("n2", &serving(5));
+        c.on_event("n2", &committed(5));
+        assert!(c.violations().is_empty(), "{:?}", c.violations());
+        assert_eq!(c.commits(), 2);
+        // A second primary in epoch 5, and a write acknowledged by a node that never served.
+        c.on_event("n3", &serving(5));
+        c.on_event("n1", &committed(5));
+        assert_eq!(
+            checkers(&c),
+            ["one-primary-per-epoch", "one-primary-per-epoch"]
+        );
+    }
+}
