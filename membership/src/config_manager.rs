@@ -21,7 +21,7 @@ use shoal_transport::{NodeRng, Peer, ServiceId, Transport};
 use tokio::sync::{broadcast, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument, debug, error, info, warn};
 
 use crate::changes::{Change, Why, apply, desired_changes};
 use crate::configuration::{Committed, ConfigMember, Configuration, MemberId};
@@ -149,7 +149,7 @@ impl ConfigManager {
     }
 
     fn spawn(self: &Arc<Self>, fut: impl std::future::Future<Output = ()> + Send + 'static) {
-        let handle = tokio::spawn(fut).abort_handle();
+        let handle = tokio::spawn(fut.in_current_span()).abort_handle();
         let mut tasks = lock(&self.tasks);
         tasks.retain(|t| !t.is_finished());
         tasks.push(handle);

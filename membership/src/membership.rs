@@ -16,7 +16,7 @@ use chitchat::{Chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDete
 use shoal_transport::{Environment, SharedClock, Transport};
 use tokio::sync::{Mutex, broadcast, watch};
 use tokio::task::AbortHandle;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::cluster_guard::ClusterGuard;
 use crate::config::{MembershipConfig, validate_seed};
@@ -371,8 +371,10 @@ impl Inner {
             let members = build_members(&c, &self_id, &HashMap::new());
             self.view_tx.send_modify(|v| v.members = members);
         }
-        let watcher = tokio::spawn(watch_loop(Arc::downgrade(self), chitchat, self_id.clone()))
-            .abort_handle();
+        let watcher = tokio::spawn(
+            watch_loop(Arc::downgrade(self), chitchat, self_id.clone()).in_current_span(),
+        )
+        .abort_handle();
         *current = Some(Incarnation { handle, watcher });
         info!(
             node = %config.node_name,

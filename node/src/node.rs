@@ -7,7 +7,7 @@ use shoal_membership::{
     DurableCell, FileCell, MemCell, Membership, MembershipConfig, MembershipError, MembershipView,
 };
 use shoal_transport::{Environment, NodeIdentity, Transport, TransportConfig, TransportError};
-use tracing::info;
+use tracing::{Instrument, info};
 
 use crate::config::NodeConfig;
 use crate::entity::{AskError, Entity, Runtime};
@@ -121,6 +121,20 @@ impl Node {
 
     /// Starts with the given durable state and entity kinds.
     pub(crate) async fn start_parts(
+        config: NodeConfig,
+        identity: NodeIdentity,
+        env: Environment,
+        storage: Storage,
+        kinds: std::collections::HashMap<String, Arc<dyn crate::entity::ErasedKind>>,
+    ) -> Result<Self, NodeError> {
+        // Every task the node starts logs inside this span, so each line names its node.
+        let span = tracing::info_span!("node", name = %config.name);
+        Self::start_in_span(config, identity, env, storage, kinds)
+            .instrument(span)
+            .await
+    }
+
+    async fn start_in_span(
         config: NodeConfig,
         identity: NodeIdentity,
         env: Environment,

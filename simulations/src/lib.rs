@@ -20,6 +20,7 @@ pub mod determinism;
 pub mod gossip_datagrams;
 pub mod history;
 pub mod linearizability;
+pub mod log_time;
 pub mod membership_only;
 pub mod net;
 pub mod replica_checker;

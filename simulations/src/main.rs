@@ -20,7 +20,7 @@ fn main() -> ExitCode {
     if std::env::var_os("RUST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .without_time()
+            .with_timer(shoal_sim::log_time::SimTime)
             .with_writer(std::io::stderr)
             .try_init();
     }

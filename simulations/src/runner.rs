@@ -193,7 +193,10 @@ pub fn on_sim_thread<T: Send + 'static>(
             builder.rng_seed(tokio::runtime::RngSeed::from_bytes(&seed.to_le_bytes()));
             let runtime = builder.build()?;
             let wall = std::time::Instant::now();
-            let out = runtime.block_on(sim)?;
+            let out = runtime.block_on(async {
+                crate::log_time::mark_start();
+                sim.await
+            })?;
             let secs = wall.elapsed().as_secs_f64();
             drop(runtime);
             Ok((out, secs))

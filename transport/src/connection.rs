@@ -33,6 +33,8 @@ pub mod close_code {
     pub const MALFORMED: u32 = 0x11;
     /// A stream of an unknown type, or a handshake without Shoal's ALPN.
     pub const PROTOCOL: u32 = 0x12;
+    /// Nothing arrived from the peer for the idle timeout, though QUIC still held it open.
+    pub const SILENT: u32 = 0x13;
 }
 
 /// Largest gossip message: chitchat's UDP payload limit plus the stream-type byte.
@@ -159,6 +161,9 @@ pub(crate) fn start(
     shared
         .tasks
         .spawn(watch_close(shared.clone(), conn.clone()));
+    shared
+        .tasks
+        .spawn(watch_silence(shared.clone(), conn.clone()));
     Some(conn)
 }
 
@@ -315,6 +320,41 @@ async fn dispatch(shared: &Shared, conn: &Conn, frame: Frame) {
             if let Some(tx) = conn.pending_map().remove(&id) {
                 let _ = tx.send(Err(error));
             }
+        }
+    }
+}
+
+/// Closes the connection when nothing at all (not even an acknowledgement or a keep-alive)
+/// arrived from the peer for the configured idle timeout.
+///
+/// QUIC's own idle timeout stretches to three probe timeouts (RFC 9000, 10.1), and a probe
+/// timeout grows with the round-trip estimate. After a link held datagrams for 8 s, both ends
+/// of a connection estimated round trips of seconds, sat blocked by congestion control (so
+/// even keep-alives stopped) and kept the connection "open" for 90 s while every request on
+/// it timed out (found by the simulator: `chaos` seed 165). Closing it makes the next request
+/// dial afresh, with fresh estimates.
+async fn watch_silence(shared: Arc<Shared>, conn: Arc<Conn>) {
+    let limit = shared.config.idle_timeout;
+    let tick = shared.config.keep_alive.min(limit);
+    let mut heard = conn.quic.stats().udp_rx.datagrams;
+    let mut heard_at = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = conn.quic.closed() => return,
+            _ = tokio::time::sleep(tick) => {}
+        }
+        let now = tokio::time::Instant::now();
+        let received = conn.quic.stats().udp_rx.datagrams;
+        if received != heard {
+            heard = received;
+            heard_at = now;
+        } else if now - heard_at >= limit {
+            info!(peer = %conn.peer, silent_s = (now - heard_at).as_secs(), "closing connection: nothing heard from the peer");
+            conn.quic.close(
+                VarInt::from_u32(close_code::SILENT),
+                b"nothing heard for the idle timeout",
+            );
+            return;
         }
     }
 }

@@ -402,7 +402,7 @@ impl Transport {
             endpoint_config,
             Some(server_config),
             socket,
-            Arc::new(quinn::TokioRuntime),
+            Arc::new(crate::quinn_runtime::SpannedRuntime::current()),
         )
         .map_err(TransportError::Endpoint)?;
         let local_addr = endpoint.local_addr().map_err(TransportError::Endpoint)?;
@@ -417,7 +417,7 @@ impl Transport {
             env,
             peers: Peers::default(),
             services: Services::default(),
-            tasks: TaskSet::default(),
+            tasks: TaskSet::new(),
             events,
             gossip_tx,
             gossip_rx: Mutex::new(Some(gossip_rx)),

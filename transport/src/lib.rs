@@ -23,6 +23,7 @@ mod frame;
 mod gossip;
 mod identity;
 mod peers;
+mod quinn_runtime;
 mod rng;
 mod service;
 mod socket;

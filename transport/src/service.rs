@@ -11,6 +11,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::frame::{Frame, RemoteError, encode};
 
@@ -153,9 +154,12 @@ impl Replier {
             Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
             Err(mpsc::error::TrySendError::Full(bytes)) => {
                 let out = self.out.clone();
-                tokio::spawn(async move {
-                    let _ = out.send(bytes).await;
-                });
+                tokio::spawn(
+                    async move {
+                        let _ = out.send(bytes).await;
+                    }
+                    .in_current_span(),
+                );
             }
         }
     }

@@ -4,19 +4,31 @@
 use std::sync::Mutex;
 
 use tokio::task::AbortHandle;
+use tracing::{Instrument, Span};
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct TaskSet {
     handles: Mutex<Vec<AbortHandle>>,
+    /// The span current when the transport was bound (the node's, when a node owns it), so
+    /// the logs of every task say which node wrote them even with several in one process.
+    span: Span,
 }
 
 impl TaskSet {
+    /// An empty set whose tasks run in the current span.
+    pub(crate) fn new() -> Self {
+        Self {
+            handles: Mutex::new(Vec::new()),
+            span: Span::current(),
+        }
+    }
+
     /// Spawns `fut` on the current runtime and remembers it.
     pub(crate) fn spawn<F>(&self, fut: F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        let handle = tokio::spawn(fut).abort_handle();
+        let handle = tokio::spawn(fut.instrument(self.span.clone())).abort_handle();
         let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
         // Forget finished tasks now and then so the list stays proportional to live tasks.
         if handles.len() >= 64 && handles.len().is_power_of_two() {

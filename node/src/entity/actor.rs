@@ -15,6 +15,7 @@ use std::sync::{Arc, OnceLock, Weak};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use super::context::Context;
 use super::error::AskError;
@@ -226,9 +227,12 @@ impl<K: Entity> ErasedKind for KindImpl<K> {
             last,
             default,
         };
-        let handle = tokio::spawn(actor.run(rx));
-        if let Some(rt) = runtime.upgrade() {
-            rt.track(handle.abort_handle());
+        match runtime.upgrade() {
+            Some(rt) => {
+                let handle = tokio::spawn(actor.run(rx).instrument(rt.span.clone()));
+                rt.track(handle.abort_handle());
+            }
+            None => drop(tokio::spawn(actor.run(rx))),
         }
         Ok(tx)
     }

@@ -20,6 +20,7 @@ use shoal_sharding::{ShardId, ShardTable};
 use shoal_transport::{NodeRng, Transport};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::AbortHandle;
+use tracing::Instrument;
 
 use super::actor::ErasedKind;
 use super::shard_host::{Mode, ShardHost};
@@ -129,6 +130,8 @@ pub(crate) struct RuntimeInner {
     pub actor_ids: AtomicU64,
     /// A weak handle on itself, for callbacks that only get `&RuntimeInner`.
     pub self_ref: std::sync::OnceLock<std::sync::Weak<RuntimeInner>>,
+    /// The node's span: every task (actors included) logs inside it.
+    pub span: tracing::Span,
 }
 
 impl Drop for RuntimeInner {
@@ -145,7 +148,7 @@ impl RuntimeInner {
         &self,
         fut: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> AbortHandle {
-        let handle = tokio::spawn(fut).abort_handle();
+        let handle = tokio::spawn(fut.instrument(self.span.clone())).abort_handle();
         self.track(handle.clone());
         handle
     }
@@ -215,7 +218,7 @@ impl Runtime {
         let loaded = store.load(shards);
         let mut tasks = Vec::new();
         let commits = GroupCommit::start(store.clone(), |f| {
-            tasks.push(tokio::spawn(f).abort_handle());
+            tasks.push(tokio::spawn(f.in_current_span()).abort_handle());
         });
         let mut hosts = Vec::with_capacity(shards as usize);
         let mut loaded_shards = loaded.shards;
@@ -266,6 +269,7 @@ impl Runtime {
             ready: AtomicU64::new(0),
             actor_ids: AtomicU64::new(1),
             self_ref: std::sync::OnceLock::new(),
+            span: tracing::Span::current(),
         });
         let _ = inner.self_ref.set(Arc::downgrade(&inner));
         let sink: Arc<dyn crate::replication::LaneSink> = inner.clone();
