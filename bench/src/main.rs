@@ -1,0 +1,133 @@
+//! `shoal-bench`: Shoal's figures next to baselines measured in the same run.
+//!
+//! ```text
+//! shoal-bench run [--quick] [--only NAME] [--json FILE]
+//! shoal-bench list
+//! ```
+
+mod measure;
+mod report;
+mod scenarios;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+
+use crate::report::{Machine, Report};
+use crate::scenarios::{ALL, Ctx};
+
+#[derive(Parser)]
+#[command(
+    name = "shoal-bench",
+    about = "Shoal measured side by side against its limits and its peers, in one run",
+    after_help = "Examples:\n  shoal-bench run --quick --json bench.json\n  shoal-bench run --only local-tell\n  shoal-bench list"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the scenarios and prints the table (figure, Shoal, baseline, ratio).
+    Run {
+        /// Small sizes and one repetition: a smoke run in well under 3 minutes.
+        #[arg(long)]
+        quick: bool,
+        /// Runs only these scenarios (repeatable; see `list`).
+        #[arg(long, value_name = "NAME")]
+        only: Vec<String>,
+        /// Also writes the report as JSON to this file.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
+    /// Lists the scenarios and what each measures.
+    List,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::List => {
+            for s in ALL {
+                println!("{:<20} {}", s.name, s.what);
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Run { quick, only, json } => match run(quick, &only, json) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+/// Runs the chosen scenarios; `Ok(false)` if any of them failed to run.
+fn run(quick: bool, only: &[String], json: Option<PathBuf>) -> anyhow::Result<bool> {
+    for name in only {
+        anyhow::ensure!(
+            ALL.iter().any(|s| s.name == name),
+            "unknown scenario {name:?}; `shoal-bench list` shows them: {}",
+            ALL.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+        );
+    }
+    let ctx = Ctx { quick };
+    let started = Instant::now();
+    let started_unix_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut report = Report {
+        quick,
+        machine: Machine::this(),
+        started_unix_s,
+        wall_secs: 0.0,
+        rows: Vec::new(),
+        failed: Vec::new(),
+    };
+    for s in ALL.iter().filter(|s| only.is_empty() || only.iter().any(|o| o == s.name)) {
+        eprintln!("== {} ({})", s.name, s.what);
+        let t = Instant::now();
+        match (s.run)(&ctx) {
+            Ok(rows) => {
+                eprint!("{}", report::table(&rows));
+                report.rows.extend(rows);
+            }
+            Err(e) => {
+                eprintln!("   failed: {e:#}");
+                report.failed.push((s.name.to_string(), format!("{e:#}")));
+            }
+        }
+        eprintln!("   ({:.1}s)", t.elapsed().as_secs_f64());
+    }
+    report.wall_secs = started.elapsed().as_secs_f64();
+    println!("{}", report::table(&report.rows));
+    println!(
+        "{} rows in {:.0}s on {} CPUs ({}{})",
+        report.rows.len(),
+        report.wall_secs,
+        report.machine.cpus,
+        if quick { "quick" } else { "full" },
+        if report.failed.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; failed: {}",
+                report
+                    .failed
+                    .iter()
+                    .map(|f| f.0.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    );
+    if let Some(path) = json {
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+    }
+    Ok(report.failed.is_empty())
+}

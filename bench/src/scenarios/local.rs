@@ -1,0 +1,192 @@
+//! One node, the built-in counter: `tell` throughput and `ask` round trips, next to the same
+//! work on raw tokio channels (the floor) and on actix, ractor and kameo.
+
+use std::time::{Duration, Instant};
+
+use shoal::entity::builtin::{Counter, CounterCommand};
+use shoal::transport::ClusterCa;
+use shoal::{Node, NodeBuilder, loopback};
+
+use super::Ctx;
+use super::peers::{PEERS, Work};
+use crate::measure::{micros, quantile, runtime};
+use crate::report::{Better, Row, Sample};
+
+/// A node on loopback (in-memory store) and the runtime that drives it.
+pub struct LocalNode {
+    pub rt: tokio::runtime::Runtime,
+    pub node: Node,
+}
+
+impl LocalNode {
+    pub fn start() -> anyhow::Result<Self> {
+        let rt = runtime();
+        let node = rt.block_on(async {
+            let ca = ClusterCa::generate("bench")?;
+            let node = loopback::start(NodeBuilder::new(loopback::config("bench", &[])), &ca).await?;
+            loopback::wait_serving(&[&node]).await;
+            anyhow::Ok(node)
+        })?;
+        Ok(Self { rt, node })
+    }
+
+    /// Messages per second: `Add(1)` told, done when every counter shows its share.
+    fn tell(&self, w: &Work) -> anyhow::Result<f64> {
+        let node = &self.node;
+        self.rt.block_on(async {
+            let t = Instant::now();
+            for i in 0..w.messages {
+                node.tell::<Counter>(&w.keys[i % w.keys.len()], CounterCommand::Add(1));
+            }
+            let share = (w.messages / w.keys.len()) as i64;
+            for k in w.keys {
+                while node.ask::<Counter>(k, CounterCommand::Get).await? < share {
+                    tokio::task::yield_now().await;
+                }
+            }
+            Ok(w.messages as f64 / t.elapsed().as_secs_f64())
+        })
+    }
+
+    fn timed_asks(&self, w: &Work) -> anyhow::Result<Vec<Duration>> {
+        let node = &self.node;
+        self.rt.block_on(async {
+            let mut lat = Vec::with_capacity(w.messages);
+            for i in 0..w.messages {
+                let t = Instant::now();
+                node.ask::<Counter>(&w.keys[i % w.keys.len()], CounterCommand::Get)
+                    .await?;
+                lat.push(t.elapsed());
+            }
+            Ok(lat)
+        })
+    }
+
+    fn ask_rate(&self, w: &Work, concurrency: usize) -> anyhow::Result<f64> {
+        let per = w.messages / concurrency;
+        let keys = std::sync::Arc::new(w.keys.to_vec());
+        self.rt.block_on(async {
+            let t = Instant::now();
+            let tasks: Vec<_> = (0..concurrency)
+                .map(|c| {
+                    let (node, keys) = (self.node.clone(), keys.clone());
+                    tokio::spawn(async move {
+                        for i in 0..per {
+                            let k = &keys[(c * 31 + i) % keys.len()];
+                            node.ask::<Counter>(k, CounterCommand::Get).await?;
+                        }
+                        anyhow::Ok(())
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await??;
+            }
+            Ok((per * concurrency) as f64 / t.elapsed().as_secs_f64())
+        })
+    }
+
+    pub fn stop(self) {
+        self.rt.block_on(self.node.stop());
+    }
+}
+
+/// Keys `{prefix}-0 .. {prefix}-{n-1}`.
+fn keys(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+pub fn tell(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
+    let shoal = LocalNode::start()?;
+    let messages = ctx.size(1_000_000, 200_000);
+    let mut rows = Vec::new();
+    for entities in [1usize, 100_000] {
+        let mut ours = Vec::new();
+        let mut theirs: Vec<Vec<f64>> = vec![Vec::new(); PEERS.len()];
+        // A warm-up round, then measured rounds; each round runs everyone once, in turn,
+        // on fresh counters.
+        for rep in 0..=ctx.reps() {
+            let ks = keys(&format!("t{entities}r{rep}"), entities);
+            let w = Work {
+                keys: &ks,
+                messages,
+            };
+            let ours_now = shoal.tell(&w)?;
+            let theirs_now: Vec<f64> = PEERS.iter().map(|p| (p.tell)(&w)).collect();
+            if rep > 0 {
+                ours.push(ours_now);
+                for (all, now) in theirs.iter_mut().zip(theirs_now) {
+                    all.push(now);
+                }
+            }
+        }
+        let figure = format!("{entities} entit{}", if entities == 1 { "y" } else { "ies" });
+        for (peer, samples) in PEERS.iter().zip(&theirs) {
+            let row = Row::new("local-tell", &figure, "messages/s", Better::Higher, Sample::of(&ours))
+                .against(peer.name, Sample::of(samples));
+            let ratio = row.ratio.unwrap_or(0.0);
+            rows.push(if peer.name == "tokio mpsc" {
+                row.target("≥ 0.5× the tokio floor", ratio >= 0.5)
+            } else {
+                row.target(format!("faster than {}", peer.name), ratio > 1.0)
+            });
+        }
+    }
+    shoal.stop();
+    Ok(rows)
+}
+
+pub fn ask(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
+    let shoal = LocalNode::start()?;
+    let ks = keys("ask", 1000);
+    let sequential = Work {
+        keys: &ks,
+        messages: ctx.size(100_000, 20_000),
+    };
+    let concurrent = Work {
+        keys: &ks,
+        messages: ctx.size(640_000, 64_000),
+    };
+    let peers: Vec<_> = PEERS.iter().filter(|p| p.ask.is_some()).collect();
+    let (mut p50, mut p99, mut rate) = (Vec::new(), Vec::new(), Vec::new());
+    let mut theirs: Vec<[Vec<f64>; 3]> = vec![Default::default(); peers.len()];
+    for rep in 0..=ctx.reps() {
+        let mut lat = shoal.timed_asks(&sequential)?;
+        lat.sort();
+        let r = shoal.ask_rate(&concurrent, 64)?;
+        let mut now = Vec::new();
+        for p in &peers {
+            let mut l = (p.ask.expect("filtered"))(&sequential);
+            l.sort();
+            let r = (p.ask_throughput.expect("filtered"))(&concurrent, 64);
+            now.push([micros(quantile(&l, 0.5)), micros(quantile(&l, 0.99)), r]);
+        }
+        if rep > 0 {
+            p50.push(micros(quantile(&lat, 0.5)));
+            p99.push(micros(quantile(&lat, 0.99)));
+            rate.push(r);
+            for (all, n) in theirs.iter_mut().zip(now) {
+                for i in 0..3 {
+                    all[i].push(n[i]);
+                }
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    for (p, t) in peers.iter().zip(&theirs) {
+        rows.push(
+            Row::new("local-ask", "p50, 1 caller", "µs", Better::Lower, Sample::of(&p50))
+                .against(p.name, Sample::of(&t[0])),
+        );
+        rows.push(
+            Row::new("local-ask", "p99, 1 caller", "µs", Better::Lower, Sample::of(&p99))
+                .against(p.name, Sample::of(&t[1])),
+        );
+        rows.push(
+            Row::new("local-ask", "64 callers", "asks/s", Better::Higher, Sample::of(&rate))
+                .against(p.name, Sample::of(&t[2])),
+        );
+    }
+    shoal.stop();
+    Ok(rows)
+}

@@ -1,0 +1,8 @@
+//! Replicated writes.
+
+use super::Ctx;
+use crate::report::Row;
+
+pub fn run(_ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
+    anyhow::bail!("not built yet")
+}
