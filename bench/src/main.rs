@@ -89,7 +89,10 @@ fn run(quick: bool, only: &[String], json: Option<PathBuf>) -> anyhow::Result<bo
         rows: Vec::new(),
         failed: Vec::new(),
     };
-    for s in ALL.iter().filter(|s| only.is_empty() || only.iter().any(|o| o == s.name)) {
+    for s in ALL
+        .iter()
+        .filter(|s| only.is_empty() || only.iter().any(|o| o == s.name))
+    {
         eprintln!("== {} ({})", s.name, s.what);
         let t = Instant::now();
         match (s.run)(&ctx) {

@@ -23,7 +23,8 @@ impl LocalNode {
         let rt = runtime();
         let node = rt.block_on(async {
             let ca = ClusterCa::generate("bench")?;
-            let node = loopback::start(NodeBuilder::new(loopback::config("bench", &[])), &ca).await?;
+            let node =
+                loopback::start(NodeBuilder::new(loopback::config("bench", &[])), &ca).await?;
             loopback::wait_serving(&[&node]).await;
             anyhow::Ok(node)
         })?;
@@ -120,10 +121,19 @@ pub fn tell(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
                 }
             }
         }
-        let figure = format!("{entities} entit{}", if entities == 1 { "y" } else { "ies" });
+        let figure = format!(
+            "{entities} entit{}",
+            if entities == 1 { "y" } else { "ies" }
+        );
         for (peer, samples) in PEERS.iter().zip(&theirs) {
-            let row = Row::new("local-tell", &figure, "messages/s", Better::Higher, Sample::of(&ours))
-                .against(peer.name, Sample::of(samples));
+            let row = Row::new(
+                "local-tell",
+                &figure,
+                "messages/s",
+                Better::Higher,
+                Sample::of(&ours),
+            )
+            .against(peer.name, Sample::of(samples));
             let ratio = row.ratio.unwrap_or(0.0);
             rows.push(if peer.name == "tokio mpsc" {
                 row.target("≥ 0.5× the tokio floor", ratio >= 0.5)
@@ -175,16 +185,34 @@ pub fn ask(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     for (p, t) in peers.iter().zip(&theirs) {
         rows.push(
-            Row::new("local-ask", "p50, 1 caller", "µs", Better::Lower, Sample::of(&p50))
-                .against(p.name, Sample::of(&t[0])),
+            Row::new(
+                "local-ask",
+                "p50, 1 caller",
+                "µs",
+                Better::Lower,
+                Sample::of(&p50),
+            )
+            .against(p.name, Sample::of(&t[0])),
         );
         rows.push(
-            Row::new("local-ask", "p99, 1 caller", "µs", Better::Lower, Sample::of(&p99))
-                .against(p.name, Sample::of(&t[1])),
+            Row::new(
+                "local-ask",
+                "p99, 1 caller",
+                "µs",
+                Better::Lower,
+                Sample::of(&p99),
+            )
+            .against(p.name, Sample::of(&t[1])),
         );
         rows.push(
-            Row::new("local-ask", "64 callers", "asks/s", Better::Higher, Sample::of(&rate))
-                .against(p.name, Sample::of(&t[2])),
+            Row::new(
+                "local-ask",
+                "64 callers",
+                "asks/s",
+                Better::Higher,
+                Sample::of(&rate),
+            )
+            .against(p.name, Sample::of(&t[2])),
         );
     }
     shoal.stop();

@@ -1,6 +1,8 @@
 //! The scenarios: each measures Shoal and its baseline in the same process, alternating
 //! repetitions where both are measured by time, and returns table rows.
 
+mod bare_quinn;
+mod cluster;
 mod failure;
 mod gossip;
 mod handoff;
