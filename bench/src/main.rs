@@ -45,6 +45,15 @@ enum Command {
     },
     /// Lists the scenarios and what each measures.
     List,
+    /// Checks a JSON report: every scenario (or those given) produced figures, none failed,
+    /// every value is a finite, non-negative number. CI runs it after `run --quick`.
+    Check {
+        /// The report written by `run --json`.
+        file: PathBuf,
+        /// The scenarios the run was limited to (default: all).
+        #[arg(long, value_name = "NAME")]
+        only: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -56,6 +65,13 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Check { file, only } => match check(&file, &only) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Command::Run { quick, only, json } => match run(quick, &only, json) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::from(1),
@@ -65,6 +81,27 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn check(file: &std::path::Path, only: &[String]) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    let report: Report = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{} is not a shoal-bench report: {e}", file.display()))?;
+    let expected: Vec<&str> = if only.is_empty() {
+        ALL.iter().map(|s| s.name).collect()
+    } else {
+        only.iter().map(String::as_str).collect()
+    };
+    let problems = report.problems(&expected);
+    anyhow::ensure!(problems.is_empty(), "{}", problems.join("\n"));
+    println!(
+        "{}: {} figures from {} scenarios, all sane",
+        file.display(),
+        report.rows.len(),
+        expected.len()
+    );
+    Ok(())
 }
 
 /// Runs the chosen scenarios; `Ok(false)` if any of them failed to run.

@@ -1,10 +1,10 @@
 //! What a benchmark run produces: rows of (figure, Shoal, baseline, ratio), printed as a table
 //! and written as JSON.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Several measurements of one figure: the median and the spread.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Sample {
     pub median: f64,
     pub min: f64,
@@ -25,15 +25,10 @@ impl Sample {
             runs: v.len(),
         }
     }
-
-    /// A single computed value (no spread).
-    pub fn one(value: f64) -> Self {
-        Self::of(&[value])
-    }
 }
 
 /// Which way is better for a figure.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Better {
     Higher,
@@ -41,14 +36,14 @@ pub enum Better {
 }
 
 /// A goal for a figure and whether this run met it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Target {
     pub goal: String,
     pub met: bool,
 }
 
 /// One line of the table.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     pub scenario: String,
     pub figure: String,
@@ -97,7 +92,7 @@ impl Row {
 }
 
 /// The whole run, as written to `--json`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Report {
     pub quick: bool,
     pub machine: Machine,
@@ -109,7 +104,7 @@ pub struct Report {
 }
 
 /// Where the run happened.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Machine {
     pub cpus: usize,
     pub os: String,
@@ -123,6 +118,41 @@ impl Machine {
             os: std::env::consts::OS.into(),
             arch: std::env::consts::ARCH.into(),
         }
+    }
+}
+
+impl Report {
+    /// Why this report is not sane, if it is not: a scenario failed or produced no row, or a
+    /// figure is not a finite, non-negative number.
+    pub fn problems(&self, expected: &[&str]) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .failed
+            .iter()
+            .map(|(name, why)| format!("scenario {name} failed: {why}"))
+            .collect();
+        for name in expected {
+            if !self.rows.iter().any(|r| r.scenario == *name) {
+                out.push(format!("scenario {name} produced no figure"));
+            }
+        }
+        for r in &self.rows {
+            let mut values = vec![r.shoal.median, r.shoal.min, r.shoal.max];
+            values.extend(r.baseline.iter().flat_map(|b| [b.median, b.min, b.max]));
+            values.extend(r.ratio);
+            if values.iter().any(|v| !v.is_finite() || *v < 0.0) {
+                out.push(format!(
+                    "{} / {}: a value is not a finite, non-negative number",
+                    r.scenario, r.figure
+                ));
+            }
+            if r.shoal.runs == 0 || r.shoal.min > r.shoal.median || r.shoal.median > r.shoal.max {
+                out.push(format!(
+                    "{} / {}: the sample's median is outside its spread",
+                    r.scenario, r.figure
+                ));
+            }
+        }
+        out
     }
 }
 
@@ -202,10 +232,36 @@ mod tests {
 
     #[test]
     fn ratios_divide_shoal_by_the_baseline() {
-        let r = Row::new("x", "y", "1/s", Better::Higher, Sample::one(50.0))
-            .against("floor", Sample::one(100.0));
+        let r = Row::new("x", "y", "1/s", Better::Higher, Sample::of(&[50.0]))
+            .against("floor", Sample::of(&[100.0]));
         assert_eq!(r.ratio, Some(0.5));
         assert!(table(&[r]).contains("| 0.50 |"));
+    }
+
+    #[test]
+    fn a_report_with_a_bad_value_or_a_missing_scenario_is_not_sane() {
+        let good = Row::new("a", "f", "1/s", Better::Higher, Sample::of(&[1.0, 2.0]));
+        let mut report = Report {
+            quick: true,
+            machine: Machine::this(),
+            started_unix_s: 0,
+            wall_secs: 1.0,
+            rows: vec![good.clone()],
+            failed: Vec::new(),
+        };
+        assert!(report.problems(&["a"]).is_empty());
+        assert_eq!(report.problems(&["a", "b"]).len(), 1);
+        report.rows.push(Row::new(
+            "a",
+            "g",
+            "s",
+            Better::Lower,
+            Sample::of(&[f64::NAN]),
+        ));
+        assert_eq!(report.problems(&["a"]).len(), 1);
+        let json = serde_json::to_string(&report).unwrap();
+        let back: Report = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.rows.len(), 2);
     }
 
     #[test]

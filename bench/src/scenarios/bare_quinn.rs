@@ -181,10 +181,7 @@ async fn serve(conn: quinn::Connection) {
             tokio::spawn(async move {
                 let mut r = BufReader::new(rx);
                 let mut buf = Vec::new();
-                loop {
-                    let Ok(len) = r.read_u32_le().await else {
-                        break;
-                    };
+                while let Ok(len) = r.read_u32_le().await {
                     buf.resize(len as usize, 0);
                     r.read_exact(&mut buf).await?;
                     tx.write_all(&len.to_le_bytes()).await?;
