@@ -199,6 +199,17 @@ impl Membership {
         self.inner.view_tx.borrow().clone()
     }
 
+    /// The committed configuration's epoch and whether this node sees a majority of its
+    /// members, read in place: every entity command asks, and a whole view is many clones.
+    pub fn majority(&self) -> Option<(u64, bool)> {
+        self.inner
+            .view_tx
+            .borrow()
+            .configuration
+            .as_ref()
+            .map(|c| (c.epoch, c.in_majority))
+    }
+
     /// A receiver that sees every new view.
     pub fn watch(&self) -> watch::Receiver<MembershipView> {
         self.inner.view_tx.subscribe()

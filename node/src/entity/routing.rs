@@ -67,11 +67,9 @@ impl Runtime {
         if !p.member {
             return Some("this node is not a member of the cluster configuration".into());
         }
-        let view = self.inner.membership.view();
-        match view.configuration {
-            Some(c) if !c.in_majority => Some(format!(
-                "this node sees no majority of epoch {}'s members: it is on the minority side of a partition",
-                c.epoch
+        match self.inner.membership.majority() {
+            Some((epoch, false)) => Some(format!(
+                "this node sees no majority of epoch {epoch}'s members: it is on the minority side of a partition"
             )),
             _ => None,
         }
