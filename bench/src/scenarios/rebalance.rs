@@ -83,7 +83,7 @@ fn busiest_over_mean(t: &ShardTable) -> f64 {
 
 pub fn movement(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     let spec = TableSpec::default();
-    let sets = ctx.size(20, 5);
+    let sets = ctx.size(21, 5);
     let mut rows = Vec::new();
     for n in [3usize, 10, 30] {
         let (mut moved, mut busiest, mut elsewhere) = (Vec::new(), Vec::new(), 0.0f64);
