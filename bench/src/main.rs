@@ -57,6 +57,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // The nodes' logs, on stderr, only when RUST_LOG asks for them.
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::List => {

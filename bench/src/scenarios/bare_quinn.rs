@@ -75,8 +75,16 @@ impl BareQuinn {
             }
             s.finish()?;
             // The server answers on a uni stream of its own once it read everything.
-            let mut done = self.conn.accept_uni().await?;
-            done.read_u8().await?;
+            let done = async {
+                let mut done = self.conn.accept_uni().await?;
+                done.read_u8().await?;
+                anyhow::Ok(())
+            };
+            tokio::time::timeout(Duration::from_secs(120), done)
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!("the bare quinn server did not confirm {n} frames")
+                })??;
             Ok(n as f64 / t.elapsed().as_secs_f64())
         })
     }

@@ -7,8 +7,8 @@ use shoal::entity::builtin::{Counter, CounterCommand};
 use shoal::transport::ClusterCa;
 use shoal::{Node, NodeBuilder, loopback};
 
-use super::Ctx;
 use super::peers::{PEERS, Work};
+use super::{Ctx, DRAIN_TIMEOUT};
 use crate::measure::{micros, quantile, runtime};
 use crate::report::{Better, Row, Sample};
 
@@ -41,7 +41,13 @@ impl LocalNode {
             }
             let share = (w.messages / w.keys.len()) as i64;
             for k in w.keys {
-                while node.ask::<Counter>(k, CounterCommand::Get).await? < share {
+                // The Get queues behind every tell still in the mailbox: a flood is seconds
+                // of backlog, longer than the default ask timeout.
+                while node
+                    .ask_timeout::<Counter>(k, CounterCommand::Get, DRAIN_TIMEOUT)
+                    .await?
+                    < share
+                {
                     tokio::task::yield_now().await;
                 }
             }

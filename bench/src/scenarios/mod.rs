@@ -16,6 +16,9 @@ mod sim_speed;
 
 use crate::report::Row;
 
+/// How long a flood's completion check may wait behind the flood.
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// How a run is sized.
 pub struct Ctx {
     /// Small sizes, one repetition (CI's smoke run).
