@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use shoal::membership::{Committed, MemCell, MembershipEvent};
 use shoal::storage::MemStore;
+
+use crate::incarnation::{Alive, IncarnationCell, IncarnationStore};
 use shoal::transport::{Environment, NodeIdentity, NodeRng};
 use shoal::{Node, NodeBuilder, NodeConfig};
 use tokio::sync::mpsc;
@@ -104,6 +106,8 @@ pub struct SimNode {
     pub disk: MemCell,
     /// Its replica store, on the same "disk" (a crash loses only what was not synced).
     pub store: Arc<MemStore>,
+    /// The running incarnation's hold on the disk, cleared by its crash.
+    alive: Option<Alive>,
     forwarder: Option<AbortHandle>,
 }
 
@@ -152,6 +156,7 @@ impl SimCluster {
                 left: false,
                 disk: MemCell::new(),
                 store: Arc::new(MemStore::default()),
+                alive: None,
                 forwarder: None,
             });
         }
@@ -213,12 +218,20 @@ impl SimCluster {
             n.store
                 .set_observer(Arc::new(move |writes: &[_]| c.on_stored(&name, writes)));
         }
+        let alive = Alive::new();
+        n.alive = Some(alive.clone());
         let node = NodeBuilder::new(config)
             .start_with_storage(
                 n.identity.clone(),
                 env,
-                Arc::new(n.disk.clone()),
-                n.store.clone(),
+                Arc::new(IncarnationCell {
+                    inner: n.disk.clone(),
+                    alive: alive.clone(),
+                }),
+                Arc::new(IncarnationStore {
+                    inner: n.store.clone(),
+                    alive,
+                }),
             )
             .await?;
         let generation = node.membership().generation();
@@ -273,6 +286,9 @@ impl SimCluster {
         let n = &mut self.nodes[i];
         let Some(node) = n.node.take() else { return };
         self.net.kill_host(n.addr.ip());
+        if let Some(alive) = n.alive.take() {
+            alive.crash();
+        }
         if let Some(f) = n.forwarder.take() {
             f.abort();
         }

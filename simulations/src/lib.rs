@@ -19,6 +19,7 @@ pub mod config_checker;
 pub mod determinism;
 pub mod gossip_datagrams;
 pub mod history;
+pub mod incarnation;
 pub mod linearizability;
 pub mod log_time;
 pub mod membership_only;
