@@ -8,6 +8,7 @@ use shoal::transport::ClusterCa;
 use shoal::{Node, NodeBuilder, loopback};
 
 use super::peers::{PEERS, Work};
+use super::shoal_asks;
 use super::{Ctx, DRAIN_TIMEOUT};
 use crate::measure::{micros, quantile, runtime};
 use crate::report::{Better, Row, Sample};
@@ -56,41 +57,13 @@ impl LocalNode {
     }
 
     fn timed_asks(&self, w: &Work) -> anyhow::Result<Vec<Duration>> {
-        let node = &self.node;
-        self.rt.block_on(async {
-            let mut lat = Vec::with_capacity(w.messages);
-            for i in 0..w.messages {
-                let t = Instant::now();
-                node.ask::<Counter>(&w.keys[i % w.keys.len()], CounterCommand::Get)
-                    .await?;
-                lat.push(t.elapsed());
-            }
-            Ok(lat)
-        })
+        self.rt
+            .block_on(shoal_asks::timed(&self.node, w.keys, w.messages))
     }
 
-    fn ask_rate(&self, w: &Work, concurrency: usize) -> anyhow::Result<f64> {
-        let per = w.messages / concurrency;
-        let keys = std::sync::Arc::new(w.keys.to_vec());
-        self.rt.block_on(async {
-            let t = Instant::now();
-            let tasks: Vec<_> = (0..concurrency)
-                .map(|c| {
-                    let (node, keys) = (self.node.clone(), keys.clone());
-                    tokio::spawn(async move {
-                        for i in 0..per {
-                            let k = &keys[(c * 31 + i) % keys.len()];
-                            node.ask::<Counter>(k, CounterCommand::Get).await?;
-                        }
-                        anyhow::Ok(())
-                    })
-                })
-                .collect();
-            for task in tasks {
-                task.await??;
-            }
-            Ok((per * concurrency) as f64 / t.elapsed().as_secs_f64())
-        })
+    fn ask_rate(&self, w: &Work, callers: usize) -> anyhow::Result<f64> {
+        self.rt
+            .block_on(shoal_asks::rate(&self.node, w.keys, w.messages, callers))
     }
 
     pub fn stop(self) {
@@ -167,8 +140,7 @@ pub fn ask(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     let (mut p50, mut p99, mut rate) = (Vec::new(), Vec::new(), Vec::new());
     let mut theirs: Vec<[Vec<f64>; 3]> = vec![Default::default(); peers.len()];
     for rep in 0..=ctx.reps() {
-        let mut lat = shoal.timed_asks(&sequential)?;
-        lat.sort();
+        let lat = shoal.timed_asks(&sequential)?;
         let r = shoal.ask_rate(&concurrent, 64)?;
         let mut now = Vec::new();
         for p in &peers {

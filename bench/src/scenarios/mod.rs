@@ -12,6 +12,7 @@ mod peers;
 mod rebalance;
 mod remote;
 mod replicated;
+mod shoal_asks;
 mod sim_speed;
 
 use crate::report::Row;

@@ -2,7 +2,6 @@
 //! figure is messaging, not replication), next to a bare quinn connection carrying frames of
 //! the same size: the transport's ceiling.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,6 +12,7 @@ use shoal::transport::ClusterCa;
 use shoal::{Node, NodeBuilder, loopback};
 
 use super::bare_quinn::BareQuinn;
+use super::shoal_asks;
 use super::{Ctx, DRAIN_TIMEOUT};
 use crate::measure::{micros, quantile, runtime};
 use crate::report::{Better, Row, Sample};
@@ -85,42 +85,12 @@ impl Pair {
     }
 
     fn timed_asks(&self, keys: &[String], n: usize) -> anyhow::Result<Vec<Duration>> {
-        let a = &self.a;
-        self.rt.block_on(async {
-            let mut lat = Vec::with_capacity(n);
-            for i in 0..n {
-                let t = Instant::now();
-                a.ask::<Counter>(&keys[i % keys.len()], CounterCommand::Get)
-                    .await?;
-                lat.push(t.elapsed());
-            }
-            lat.sort();
-            Ok(lat)
-        })
+        self.rt.block_on(shoal_asks::timed(&self.a, keys, n))
     }
 
     fn ask_rate(&self, keys: &[String], n: usize, callers: usize) -> anyhow::Result<f64> {
-        let keys = Arc::new(keys.to_vec());
-        let per = n / callers;
-        self.rt.block_on(async {
-            let t = Instant::now();
-            let tasks: Vec<_> = (0..callers)
-                .map(|c| {
-                    let (a, keys) = (self.a.clone(), keys.clone());
-                    tokio::spawn(async move {
-                        for i in 0..per {
-                            let k = &keys[(c * 31 + i) % keys.len()];
-                            a.ask::<Counter>(k, CounterCommand::Get).await?;
-                        }
-                        anyhow::Ok(())
-                    })
-                })
-                .collect();
-            for task in tasks {
-                task.await??;
-            }
-            Ok((per * callers) as f64 / t.elapsed().as_secs_f64())
-        })
+        self.rt
+            .block_on(shoal_asks::rate(&self.a, keys, n, callers))
     }
 
     fn stop(self) {
