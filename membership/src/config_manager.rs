@@ -189,6 +189,8 @@ impl ConfigManager {
                         drop(st);
                         info!(
                             node = %self.name,
+                            epoch = 1,
+                            members = %genesis.config.describe(),
                             lineage = %format!("{lineage:x}"),
                             "bootstrapped a new cluster: epoch 1 with this node alone"
                         );

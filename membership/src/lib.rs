@@ -15,6 +15,7 @@ mod config_manager;
 pub mod configuration;
 pub mod durable;
 mod events;
+mod heartbeats;
 mod membership;
 pub mod paxos;
 mod status;

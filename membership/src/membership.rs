@@ -7,7 +7,7 @@
 //! rejoins as a new generation: its gossip identity is replaced while the handle, the view
 //! and every subscription stay.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -24,6 +24,7 @@ use crate::config_manager::ConfigManager;
 use crate::configuration::{Committed, MemberId};
 use crate::durable::DurableCell;
 use crate::events::{EventTracker, MembershipEvent};
+use crate::heartbeats::Heartbeats;
 use crate::status::{NodeStatus, PROTOCOL_VERSION, keys};
 use crate::view::{Member, MembershipView};
 
@@ -66,7 +67,13 @@ pub(crate) struct Inner {
     pub(crate) configuration: OnceLock<Arc<ConfigManager>>,
     pub(crate) leaving: AtomicBool,
     stopped: AtomicBool,
+    heartbeats: std::sync::Mutex<Heartbeats>,
+    /// The latest events, oldest first, with when they happened (Unix ms).
+    recent: std::sync::Mutex<VecDeque<(u64, MembershipEvent)>>,
 }
+
+/// Events [`Membership::recent_events`] keeps.
+const RECENT_EVENTS: usize = 100;
 
 impl Drop for Inner {
     fn drop(&mut self) {
@@ -156,6 +163,11 @@ impl Membership {
         });
         let (events, _) = broadcast::channel(1024);
         let self_id = ChitchatId::new(config.node_name.clone(), 0, config.advertise_addr);
+        let fd = &config.failure_detector;
+        let heartbeats = Heartbeats::new(
+            fd.initial_interval.unwrap_or(config.gossip_interval),
+            fd.max_interval.unwrap_or(config.gossip_interval * 4),
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -171,6 +183,8 @@ impl Membership {
                 configuration: OnceLock::new(),
                 leaving: AtomicBool::new(false),
                 stopped: AtomicBool::new(false),
+                heartbeats: std::sync::Mutex::new(heartbeats),
+                recent: std::sync::Mutex::new(VecDeque::new()),
             }),
         })
     }
@@ -208,6 +222,19 @@ impl Membership {
             .configuration
             .as_ref()
             .map(|c| (c.epoch, c.in_majority))
+    }
+
+    /// The failure detector's suspicion of each peer: phi, the time since its last heartbeat
+    /// over the mean interval between its heartbeats (see `heartbeats.rs`). chitchat reports a
+    /// node failed once this passes the configured threshold.
+    pub fn phi(&self) -> Vec<(String, f64)> {
+        lock(&self.inner.heartbeats).phi(tokio::time::Instant::now())
+    }
+
+    /// The latest membership events this node saw (at most 100), oldest first, each with its
+    /// time in Unix milliseconds.
+    pub fn recent_events(&self) -> Vec<(u64, MembershipEvent)> {
+        lock(&self.inner.recent).iter().cloned().collect()
     }
 
     /// A receiver that sees every new view.
@@ -408,6 +435,16 @@ impl Inner {
             new_events = lock(&self.tracker).update(v);
             true
         });
+        if !new_events.is_empty() {
+            let now = self.clock.unix_millis();
+            let mut recent = lock(&self.recent);
+            for event in &new_events {
+                if recent.len() == RECENT_EVENTS {
+                    recent.pop_front();
+                }
+                recent.push_back((now, event.clone()));
+            }
+        }
         for event in new_events {
             log_event(&event, &self.config.node_name);
             let _ = self.events.send(event);
@@ -439,6 +476,9 @@ async fn watch_loop(
             for id in c.live_nodes() {
                 last_live.insert(id.clone(), round);
             }
+            let Some(inner) = inner.upgrade() else { return };
+            observe_heartbeats(&c, &self_id, &inner.heartbeats);
+            drop(inner);
             build_members(&c, &self_id, &last_live)
         };
         let Some(inner) = inner.upgrade() else { return };
@@ -449,6 +489,30 @@ async fn watch_loop(
             _ = tick.tick() => {}
         }
     }
+}
+
+/// Feeds every peer's heartbeat counter to the phi estimate.
+fn observe_heartbeats(
+    c: &Chitchat,
+    self_id: &ChitchatId,
+    heartbeats: &std::sync::Mutex<Heartbeats>,
+) {
+    let now = tokio::time::Instant::now();
+    let mut hb = lock(heartbeats);
+    let mut names = BTreeSet::new();
+    for (id, state) in c.node_states() {
+        if id.node_id == self_id.node_id {
+            continue;
+        }
+        names.insert((&id.node_id[..], id.generation_id));
+        hb.observe(
+            &id.node_id,
+            id.generation_id,
+            u64::from(state.heartbeat()),
+            now,
+        );
+    }
+    hb.retain(&names);
 }
 
 /// Every incarnation that was ever confirmed alive (a node merely heard of, whose heartbeats

@@ -1,5 +1,6 @@
-//! The HTTP API, served on `--http`: the admin routes (`GET /cluster`, `GET /shards`,
-//! `GET /health`) and the gateway to the built-in kinds (see [`crate::gateway`]).
+//! The HTTP API, served on `--http`: the dashboard (`GET /`, see [`crate::dashboard`]), the
+//! admin routes (`GET /cluster`, `GET /shards`, `GET /health`, `GET /metrics`) and the
+//! gateway to the built-in kinds (see [`crate::gateway`]).
 //!
 //! HTTP is an edge adapter for operators and probes; it is not part of what the simulator
 //! runs, so it may open its own TCP listener.
@@ -20,7 +21,8 @@ use crate::node::Node;
 
 /// Every route for `node`.
 pub fn router(node: Node) -> Router {
-    Router::new()
+    crate::dashboard::routes()
+        .route("/metrics", get(metrics))
         .route("/cluster", get(cluster))
         .route("/shards", get(shards))
         .route("/health", get(health))
@@ -57,6 +59,17 @@ pub async fn serve(
     axum::serve(listener, router(node))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Prometheus scrape target (OpenMetrics text; see [`crate::metrics`]).
+async fn metrics(State(node): State<Node>) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        crate::metrics::render(&node),
+    )
 }
 
 async fn cluster(State(node): State<Node>) -> Json<ClusterInfo> {

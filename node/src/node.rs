@@ -11,6 +11,7 @@ use tracing::{Instrument, info};
 
 use crate::config::NodeConfig;
 use crate::entity::{AskError, Entity, Runtime};
+use crate::metrics::NodeMetrics;
 use crate::storage::{DEFAULT_STRIPES, DiskStore, MemStore, ReplicaStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -127,8 +128,9 @@ impl Node {
         storage: Storage,
         kinds: std::collections::HashMap<String, Arc<dyn crate::entity::ErasedKind>>,
     ) -> Result<Self, NodeError> {
-        // Every task the node starts logs inside this span, so each line names its node.
-        let span = tracing::info_span!("node", name = %config.name);
+        // Every task the node starts logs inside this span, so each line names its node. The
+        // field is not `name`: JSON logs would then hold two `name` keys in the span object.
+        let span = tracing::info_span!("node", node_name = %config.name);
         Self::start_in_span(config, identity, env, storage, kinds)
             .instrument(span)
             .await
@@ -222,6 +224,11 @@ impl Node {
     /// The entity runtime (routing, hosted shards).
     pub fn entities(&self) -> &Runtime {
         &self.inner.runtime
+    }
+
+    /// This node's metrics (see [`crate::metrics::render`] for the `/metrics` document).
+    pub fn metrics(&self) -> &NodeMetrics {
+        self.inner.runtime.metrics()
     }
 
     /// Asks entity `id` of kind `K`, wherever it lives, and waits for the reply (default

@@ -149,6 +149,10 @@ pub(crate) fn start(
         closed: AtomicBool::new(false),
     });
     debug!(peer = %conn.peer, ?direction, "connection established");
+    shared
+        .counters
+        .connections_opened
+        .fetch_add(1, Ordering::Relaxed);
     shared.peers.insert(conn.clone());
     shared.emit(TransportEvent::Connected {
         peer: conn.peer.clone(),
@@ -364,6 +368,7 @@ async fn watch_close(shared: Arc<Shared>, conn: Arc<Conn>) {
     conn.closed.store(true, Ordering::Release);
     // Dropping the senders fails every pending request with "connection lost".
     conn.pending_map().clear();
+    shared.counters.connection_closed(&conn.quic);
     shared.peers.remove(&conn);
     let reason = describe_close(&error);
     match &error {

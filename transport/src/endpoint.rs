@@ -30,6 +30,7 @@ use crate::gossip::GossipTransport;
 use crate::identity::NodeIdentity;
 use crate::peers::{Lookup, Peers};
 use crate::service::{Inbound, PeerInfo, ServiceId};
+use crate::stats::{Counters, TransportStats};
 use crate::tasks::TaskSet;
 use crate::tls;
 
@@ -130,6 +131,7 @@ pub(crate) struct Shared {
     gossip_permits: Arc<Semaphore>,
     next_conn_id: AtomicU64,
     local_addr: SocketAddr,
+    pub(crate) counters: Counters,
 }
 
 impl Shared {
@@ -142,6 +144,9 @@ impl Shared {
     }
 
     pub(crate) fn deliver_gossip(&self, from: SocketAddr, msg: ChitchatMessage) {
+        self.counters
+            .gossip_received
+            .fetch_add(1, Ordering::Relaxed);
         if self.gossip_tx.try_send((from, msg)).is_err() {
             debug!(%from, "gossip inbox full or closed; message dropped");
         }
@@ -263,6 +268,7 @@ impl Shared {
             debug!(%to, "too many gossip messages in flight; message dropped");
             return;
         };
+        self.counters.gossip_sent(&msg);
         let mut buf = Vec::with_capacity(1 + msg.serialized_len());
         buf.push(STREAM_GOSSIP);
         msg.serialize(&mut buf);
@@ -423,6 +429,7 @@ impl Transport {
             gossip_rx: Mutex::new(Some(gossip_rx)),
             next_conn_id: AtomicU64::new(1),
             local_addr,
+            counters: Counters::default(),
         });
         shared.tasks.spawn(accept_loop(shared.clone()));
         Ok(Self {
@@ -453,6 +460,14 @@ impl Transport {
     /// Connection events from now on.
     pub fn events(&self) -> broadcast::Receiver<TransportEvent> {
         self.shared.events.subscribe()
+    }
+
+    /// Connection, byte and gossip counts since start.
+    pub fn stats(&self) -> TransportStats {
+        let conns = self.shared.peers.all_connections();
+        self.shared
+            .counters
+            .snapshot(conns.iter().filter(|c| !c.is_closed()).map(|c| &c.quic))
     }
 
     /// Peers with a live connection.

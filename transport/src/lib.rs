@@ -27,6 +27,7 @@ mod quinn_runtime;
 mod rng;
 mod service;
 mod socket;
+mod stats;
 mod tasks;
 mod tls;
 
@@ -45,6 +46,7 @@ pub use identity::{
 pub use rng::NodeRng;
 pub use service::{Inbound, PeerInfo, Replier, ServiceId};
 pub use socket::{SocketProvider, UdpSockets};
+pub use stats::TransportStats;
 pub use tls::{ALPN, cert_node_name};
 
 /// Stream-type bytes and frame encoding, public for tests that speak the wire protocol by

@@ -218,7 +218,12 @@ impl<K: Entity> ErasedKind for KindImpl<K> {
             None => (K::State::default(), default.clone()),
         };
         let (tx, rx) = mpsc::channel(MAILBOX);
+        let commands = runtime
+            .upgrade()
+            .map(|rt| rt.metrics.kind(K::KIND).commands.clone())
+            .unwrap_or_default();
         let actor = Actor::<K> {
+            commands,
             kind: self.handler.clone(),
             runtime: runtime.clone(),
             me,
@@ -253,6 +258,8 @@ pub(crate) enum Gate {
 
 struct Actor<K: Entity> {
     kind: Arc<K>,
+    /// `shoal_commands_total` of this kind.
+    commands: prometheus_client::metrics::counter::Counter,
     runtime: Weak<RuntimeInner>,
     me: EntityRef,
     home: Home,
@@ -305,6 +312,7 @@ impl<K: Entity> Actor<K> {
             let Some(rt) = self.runtime.upgrade() else {
                 return;
             };
+            self.commands.inc();
             let rt = Runtime::from_inner(rt);
             let mut ctx = Context {
                 runtime: rt.clone(),

@@ -13,6 +13,7 @@ mod kind;
 mod routing;
 pub(crate) mod runtime;
 pub(crate) mod shard_host;
+mod stats;
 mod transitions;
 pub mod wire;
 
@@ -20,6 +21,7 @@ pub use context::Context;
 pub use error::AskError;
 pub use kind::{Entity, Rejection};
 pub use runtime::{EntitySettings, Runtime};
+pub use stats::RuntimeStats;
 pub use wire::EntityRef;
 
 pub(crate) use actor::{ErasedKind, KindImpl};

@@ -76,8 +76,27 @@ impl Runtime {
     }
 
     /// Sends a command to `K`/`id` and waits for the reply, retrying while ownership settles,
-    /// at most `timeout` in all.
+    /// at most `timeout` in all. Timed in `shoal_ask_duration_seconds`.
     pub(crate) async fn ask_with<K: Entity>(
+        &self,
+        id: &str,
+        cmd: K::Command,
+        chain: Vec<EntityRef>,
+        timeout: Duration,
+    ) -> Result<K::Reply, AskError> {
+        let started = Instant::now();
+        let result = self.ask_routed::<K>(id, cmd, chain, timeout).await;
+        let kind = self.inner.metrics.kind(K::KIND);
+        let histogram = if result.is_ok() {
+            &kind.asks_ok
+        } else {
+            &kind.asks_failed
+        };
+        histogram.observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn ask_routed<K: Entity>(
         &self,
         id: &str,
         cmd: K::Command,
@@ -150,6 +169,7 @@ impl Runtime {
                         forwarded: false,
                     };
                     let left = deadline.saturating_duration_since(Instant::now());
+                    self.inner.metrics.kind(K::KIND).messages_out.inc();
                     match self
                         .inner
                         .transport
@@ -241,6 +261,7 @@ impl Runtime {
                     forwarded: false,
                 };
                 let transport = self.inner.transport.clone();
+                self.inner.metrics.kind(K::KIND).messages_out.inc();
                 self.inner.spawn(async move {
                     let _ = transport.send(peer, ENTITY_SERVICE, &req).await;
                 });
@@ -259,6 +280,7 @@ impl Runtime {
                 return;
             }
         };
+        self.inner.metrics.kind(&req.target.kind).messages_in.inc();
         let replier = msg.take_replier();
         let outcome = self.serve_request(req, replier.is_some()).await;
         if let (Some(r), Some(o)) = (replier, outcome) {
@@ -322,6 +344,7 @@ impl Runtime {
         req: &EntityRequest,
         wants_reply: bool,
     ) -> Option<Outcome> {
+        self.inner.metrics.kind(&req.target.kind).messages_out.inc();
         if !wants_reply {
             let _ = self.inner.transport.send(peer, ENTITY_SERVICE, req).await;
             return None;

@@ -25,6 +25,7 @@ use tracing::Instrument;
 use super::actor::ErasedKind;
 use super::shard_host::{Mode, ShardHost};
 use super::wire::{ENTITY_SERVICE, HANDOFF_SERVICE};
+use crate::metrics::NodeMetrics;
 use crate::replication::{
     Lanes, REPLICA_SERVICE, ReplicaShard, ReplicationEvent, ReplicationObserver,
 };
@@ -132,6 +133,7 @@ pub(crate) struct RuntimeInner {
     pub self_ref: std::sync::OnceLock<std::sync::Weak<RuntimeInner>>,
     /// The node's span: every task (actors included) logs inside it.
     pub span: tracing::Span,
+    pub metrics: Arc<NodeMetrics>,
 }
 
 impl Drop for RuntimeInner {
@@ -189,6 +191,15 @@ impl RuntimeInner {
     }
 
     pub(crate) fn observe(&self, event: ReplicationEvent) {
+        match event {
+            ReplicationEvent::Serving { .. } => {
+                self.metrics.activations.inc();
+            }
+            ReplicationEvent::SteppedDown { .. } => {
+                self.metrics.step_downs.inc();
+            }
+            ReplicationEvent::Committed { .. } => {}
+        }
         if let Some(o) = &self.settings.observer {
             o(&self.name, &event);
         }
@@ -215,6 +226,7 @@ impl Runtime {
         rng: NodeRng,
         store: Arc<dyn ReplicaStore>,
     ) -> Self {
+        let metrics = NodeMetrics::new(kinds.keys().map(String::as_str));
         let loaded = store.load(shards);
         let mut tasks = Vec::new();
         let commits = GroupCommit::start(store.clone(), |f| {
@@ -270,6 +282,7 @@ impl Runtime {
             actor_ids: AtomicU64::new(1),
             self_ref: std::sync::OnceLock::new(),
             span: tracing::Span::current(),
+            metrics,
         });
         let _ = inner.self_ref.set(Arc::downgrade(&inner));
         let sink: Arc<dyn crate::replication::LaneSink> = inner.clone();
@@ -394,6 +407,11 @@ impl Runtime {
                 _ => None,
             })
             .collect()
+    }
+
+    /// The node's event counters.
+    pub(crate) fn metrics(&self) -> &NodeMetrics {
+        &self.inner.metrics
     }
 
     /// Active (in-memory) entities on this node.
