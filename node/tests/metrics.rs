@@ -166,3 +166,43 @@ async fn metrics_follow_what_the_nodes_did() {
     let page = reqwest::get(format!("http://{addr}/")).await.unwrap();
     assert!(page.text().await.unwrap().contains("/dashboard.js"));
 }
+
+/// Every metric the Grafana dashboard under `deploy/` queries is one the node exports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grafana_dashboard_queries_only_exported_metrics() {
+    let ca = ClusterCa::generate("test").unwrap();
+    let n1 = start(&ca, "n1", &[]).await;
+    let exported = shoal::metrics::render(&n1);
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/grafana/shoal-dashboard.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut queried = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(at) = rest.find("shoal_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[at + name.len()..];
+                queried.push(name);
+            }
+        }
+    }
+    assert!(queried.len() > 10, "{queried:?}");
+    for name in queried {
+        let sample = |suffix: &str| format!("\n{name}{suffix}");
+        // A family with no series yet (phi on a node without peers) still has its TYPE line.
+        assert!(
+            exported.contains(&sample("{"))
+                || exported.contains(&sample(" "))
+                || exported.contains(&format!("# TYPE {name} ")),
+            "the dashboard queries {name}, which /metrics does not export"
+        );
+    }
+}
