@@ -1,6 +1,8 @@
 //! The `shoal` command line.
 
 mod certs;
+mod client;
+mod cluster;
 mod demo;
 mod node;
 mod status;
@@ -23,6 +25,9 @@ use crate::logging::LogFormat;
         certificates from one cluster CA, and report membership over HTTP.",
     after_help = "Examples:\n  \
         shoal demo\n  \
+        shoal cluster up --nodes 3\n  \
+        shoal kv put greeting '\"hello\"' --http 127.0.0.1:8101\n  \
+        shoal cluster down\n  \
         shoal certs init --dir ./certs\n  \
         shoal certs issue --dir ./certs --name n1\n  \
         shoal node --name n1 --listen 127.0.0.1:7101 --certs ./certs --data-dir ./data/n1 --http 127.0.0.1:8101\n  \
@@ -41,8 +46,15 @@ pub enum Command {
     /// Create the cluster CA and issue node certificates.
     #[command(subcommand)]
     Certs(CertsCommand),
-    /// Show a node's view of the cluster.
+    /// Show a node's view of the cluster: epoch, majority, members, shards per node.
     Status(StatusArgs),
+    /// Start, inspect and stop a local cluster of node processes.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Read and write the built-in `kv` kind through any node's HTTP gateway.
+    Kv(KvArgs),
+    /// Read and add to the built-in `counter` kind through any node's HTTP gateway.
+    Counter(CounterArgs),
     /// Run a local 3-node cluster and show membership at work: convergence, failure
     /// detection, rejoin. Needs nothing but this binary.
     Demo,
@@ -128,14 +140,170 @@ pub enum CertsCommand {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    shoal status --http 127.0.0.1:8101\n  \
+    shoal status --http 127.0.0.1:8101 --json | jq .epoch")]
 pub struct StatusArgs {
     /// HTTP admin address of any node.
-    #[arg(long)]
+    #[arg(long, env = "SHOAL_HTTP", default_value = "127.0.0.1:8101")]
     pub http: SocketAddr,
     /// Print the JSON document instead of a table.
     #[arg(long)]
     pub json: bool,
 }
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Start N nodes on loopback with generated certificates; they keep running after this
+    /// command returns.
+    Up(ClusterUpArgs),
+    /// Stop the nodes gracefully (SIGTERM, then SIGKILL after --timeout).
+    Down(ClusterDownArgs),
+    /// The local cluster's nodes and one node's view of the cluster.
+    Status(ClusterStatusArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    shoal cluster up --nodes 3\n  \
+    shoal cluster up --nodes 5 --dir /tmp/shoal5 --base-port 9101\n\n\
+    Node i (1-based) listens for QUIC on UDP BASE_PORT+i-1 and for HTTP on TCP BASE_PORT+1000+i-1.")]
+pub struct ClusterUpArgs {
+    /// How many nodes.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u32,
+    /// Directory for certificates, data, logs and the cluster's state file.
+    #[arg(long, default_value = "shoal-cluster")]
+    pub dir: PathBuf,
+    /// QUIC port of the first node.
+    #[arg(long, default_value_t = 7101)]
+    pub base_port: u16,
+    /// Copies of each shard (default: the node's default, 3).
+    #[arg(long)]
+    pub replicas: Option<u32>,
+    /// Gossip interval of every node.
+    #[arg(long, default_value = "500ms")]
+    pub gossip_interval: String,
+    /// Seconds to wait for every node to be up.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    shoal cluster down\n  \
+    shoal cluster down --dir /tmp/shoal5 --purge")]
+pub struct ClusterDownArgs {
+    #[arg(long, default_value = "shoal-cluster")]
+    pub dir: PathBuf,
+    /// Also delete the directory: certificates, data and logs.
+    #[arg(long)]
+    pub purge: bool,
+    /// Seconds to wait for the graceful leave before killing a node.
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterStatusArgs {
+    #[arg(long, default_value = "shoal-cluster")]
+    pub dir: PathBuf,
+}
+
+/// Which node's gateway the `kv` and `counter` commands use.
+#[derive(Debug, Args)]
+pub struct GatewayAddr {
+    /// HTTP address of any node.
+    #[arg(
+        long,
+        global = true,
+        env = "SHOAL_HTTP",
+        default_value = "127.0.0.1:8101"
+    )]
+    pub http: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    shoal kv put user-42 '{\"name\":\"ada\"}'\n  \
+    shoal kv put greeting hello          # not JSON: stored as the string \"hello\"\n  \
+    shoal kv get user-42 --http 127.0.0.1:8102\n  \
+    shoal kv cas greeting --expected hello --new bye\n  \
+    shoal kv delete user-42\n\n\
+    Exit codes: 0 done, 1 not found or compare-and-set failed, 2 unavailable now (retry),\n\
+    3 bad input, 4 no node answers.")]
+pub struct KvArgs {
+    #[command(flatten)]
+    pub gateway: GatewayAddr,
+    #[command(subcommand)]
+    pub command: KvCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KvCommand {
+    /// Print the key's value (JSON).
+    Get { key: String },
+    /// Set the key's value: JSON, or any other text as a JSON string.
+    Put { key: String, value: String },
+    /// Remove the key; prints the value it had.
+    Delete { key: String },
+    /// Set the key to NEW only if its value is EXPECTED (omit --expected for "no value").
+    Cas {
+        key: String,
+        #[arg(long)]
+        expected: Option<String>,
+        #[arg(long)]
+        new: String,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    shoal counter add visits 1\n  \
+    shoal counter add visits -3\n  \
+    shoal counter get visits --http 127.0.0.1:8103")]
+pub struct CounterArgs {
+    #[command(flatten)]
+    pub gateway: GatewayAddr,
+    #[command(subcommand)]
+    pub command: CounterCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CounterCommand {
+    /// Print the counter's value.
+    Get { id: String },
+    /// Add DELTA (may be negative) and print the new value.
+    Add {
+        id: String,
+        #[arg(allow_negative_numbers = true)]
+        delta: i64,
+    },
+}
+
+/// A failure with its own exit code (the default for errors is 1).
+#[derive(Debug)]
+pub struct Exit {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Exit {
+    pub fn new(code: u8, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Exit {}
 
 /// Runs a parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -143,6 +311,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node(args) => node::run(*args).await,
         Command::Certs(cmd) => certs::run(cmd),
         Command::Status(args) => status::run(args).await,
+        Command::Cluster(ClusterCommand::Up(args)) => cluster::up(args).await,
+        Command::Cluster(ClusterCommand::Down(args)) => cluster::down(args).await,
+        Command::Cluster(ClusterCommand::Status(args)) => cluster::status(args).await,
+        Command::Kv(args) => client::kv(args.gateway.http, args.command).await,
+        Command::Counter(args) => client::counter(args.gateway.http, args.command).await,
         Command::Demo => demo::run().await,
     }
 }
