@@ -49,6 +49,8 @@ fn load(browser: &Path, url: &str, shot: &Path) -> Load {
                 "--headless",
                 "--no-sandbox",
                 "--disable-gpu",
+                // Containers often have a tiny /dev/shm.
+                "--disable-dev-shm-usage",
                 "--no-first-run",
                 "--hide-scrollbars",
                 "--window-size=1400,1000",

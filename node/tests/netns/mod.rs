@@ -20,19 +20,39 @@ pub fn unavailable() -> Option<String> {
             ));
         }
     }
+    // Everything the fabric needs, tried in a throw-away namespace: a namespace, a bridge, a
+    // veth pair and an nftables table (kernels without those modules fail here, not later).
     let probe = format!("shoalprobe{}", std::process::id());
-    let out = Command::new("ip").args(["netns", "add", &probe]).output();
-    match out {
-        Ok(o) if o.status.success() => {
-            let _ = Command::new("ip").args(["netns", "del", &probe]).output();
-            None
+    let steps: [&[&str]; 4] = [
+        &["ip", "netns", "add", &probe],
+        &["ip", "-n", &probe, "link", "add", "pbr", "type", "bridge"],
+        &[
+            "ip", "-n", &probe, "link", "add", "pva", "type", "veth", "peer", "name", "pvb",
+        ],
+        &[
+            "ip", "netns", "exec", &probe, "nft", "add", "table", "inet", "probe",
+        ],
+    ];
+    let mut failure = None;
+    for step in steps {
+        match Command::new(step[0]).args(&step[1..]).output() {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => {
+                failure = Some(format!(
+                    "`{}` failed (root with CAP_SYS_ADMIN/CAP_NET_ADMIN and the bridge, veth and nf_tables modules are needed): {}",
+                    step.join(" "),
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ));
+                break;
+            }
+            Err(e) => {
+                failure = Some(format!("cannot run `{}`: {e}", step[0]));
+                break;
+            }
         }
-        Ok(o) => Some(format!(
-            "cannot create a network namespace (root and CAP_SYS_ADMIN needed): {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        )),
-        Err(e) => Some(format!("cannot run `ip`: {e}")),
     }
+    let _ = Command::new("ip").args(["netns", "del", &probe]).output();
+    failure
 }
 
 /// Runs a command that must succeed.
