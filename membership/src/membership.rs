@@ -7,7 +7,7 @@
 //! rejoins as a new generation: its gossip identity is replaced while the handle, the view
 //! and every subscription stay.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -470,20 +470,19 @@ async fn watch_loop(
     let mut last_live: HashMap<ChitchatId, u64> = HashMap::new();
     let mut round: u64 = 0;
     loop {
-        let members = {
+        let (members, this) = {
             let c = chitchat.lock().await;
             round += 1;
             for id in c.live_nodes() {
                 last_live.insert(id.clone(), round);
             }
-            let Some(inner) = inner.upgrade() else { return };
-            observe_heartbeats(&c, &self_id, &inner.heartbeats);
-            drop(inner);
-            build_members(&c, &self_id, &last_live)
+            let Some(this) = inner.upgrade() else { return };
+            observe_heartbeats(&c, &self_id, &this.heartbeats);
+            (build_members(&c, &self_id, &last_live), this)
         };
-        let Some(inner) = inner.upgrade() else { return };
-        inner.publish_events(members);
-        drop(inner);
+        // Not held across the wait below: a dropped membership ends this loop.
+        this.publish_events(members);
+        drop(this);
         tokio::select! {
             changed = live_rx.changed() => if changed.is_err() { return },
             _ = tick.tick() => {}
@@ -497,22 +496,18 @@ fn observe_heartbeats(
     self_id: &ChitchatId,
     heartbeats: &std::sync::Mutex<Heartbeats>,
 ) {
-    let now = tokio::time::Instant::now();
-    let mut hb = lock(heartbeats);
-    let mut names = BTreeSet::new();
-    for (id, state) in c.node_states() {
-        if id.node_id == self_id.node_id {
-            continue;
-        }
-        names.insert((&id.node_id[..], id.generation_id));
-        hb.observe(
-            &id.node_id,
-            id.generation_id,
-            u64::from(state.heartbeat()),
-            now,
-        );
-    }
-    hb.retain(&names);
+    let peers = c
+        .node_states()
+        .iter()
+        .filter(|(id, _)| id.node_id != self_id.node_id)
+        .map(|(id, state)| {
+            (
+                &id.node_id[..],
+                id.generation_id,
+                u64::from(state.heartbeat()),
+            )
+        });
+    lock(heartbeats).sweep(tokio::time::Instant::now(), peers);
 }
 
 /// Every incarnation that was ever confirmed alive (a node merely heard of, whose heartbeats

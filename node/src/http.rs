@@ -73,15 +73,24 @@ async fn metrics(State(node): State<Node>) -> impl axum::response::IntoResponse 
 }
 
 async fn cluster(State(node): State<Node>) -> Json<ClusterInfo> {
-    let mut info = ClusterInfo::from(&node.view());
-    if let Some((_, table)) = node.entities().table() {
+    let table = node.entities().table();
+    Json(cluster_info(&node.view(), table.as_ref().map(|(_, t)| t)))
+}
+
+/// `GET /cluster`'s document: `view`, with the shards each node is primary for in `table`.
+pub(crate) fn cluster_info(
+    view: &shoal_membership::MembershipView,
+    table: Option<&shoal_sharding::ShardTable>,
+) -> ClusterInfo {
+    let mut info = ClusterInfo::from(view);
+    if let Some(table) = table {
         info.shards = table
             .primaries_per_member()
             .into_iter()
             .map(|(name, n)| (name.to_string(), n))
             .collect();
     }
-    Json(info)
+    info
 }
 
 /// The shard table in use: every shard with its primary and replicas, by node name.

@@ -48,6 +48,55 @@ impl LocalNode {
     }
 }
 
+/// The `shoal node` command line of a node on this machine (what follows the binary).
+pub(crate) struct NodeFlags<'a> {
+    pub name: &'a str,
+    pub listen: SocketAddr,
+    pub http: SocketAddr,
+    pub certs: &'a Path,
+    pub data_dir: &'a Path,
+    pub seeds: &'a [SocketAddr],
+    /// `None`: the node's default.
+    pub cluster_id: Option<&'a str>,
+    pub gossip_interval: Duration,
+    pub down_after: Option<Duration>,
+    pub replicas: Option<u32>,
+}
+
+impl NodeFlags<'_> {
+    pub(crate) fn args(&self) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = Vec::new();
+        let mut flag = |name: &str, value: std::ffi::OsString| {
+            args.push(name.into());
+            args.push(value);
+        };
+        let text = |v: &dyn std::fmt::Display| v.to_string().into();
+        let duration = |d: Duration| humantime::format_duration(d).to_string().into();
+        flag("--name", text(&self.name));
+        flag("--listen", text(&self.listen));
+        flag("--http", text(&self.http));
+        flag("--certs", self.certs.into());
+        flag("--data-dir", self.data_dir.into());
+        flag("--gossip-interval", duration(self.gossip_interval));
+        if let Some(id) = self.cluster_id {
+            flag("--cluster-id", id.into());
+        }
+        if let Some(d) = self.down_after {
+            flag("--down-after", duration(d));
+        }
+        if let Some(r) = self.replicas {
+            flag("--replicas", text(&r));
+        }
+        if !self.seeds.is_empty() {
+            let seeds: Vec<String> = self.seeds.iter().map(|s| s.to_string()).collect();
+            flag("--seeds", seeds.join(",").into());
+        }
+        let mut all = vec!["node".into()];
+        all.extend(args);
+        all
+    }
+}
+
 /// Local `shoal node` processes sharing a certificate directory.
 pub struct LocalCluster {
     binary: PathBuf,
@@ -163,9 +212,8 @@ impl LocalCluster {
     /// Starts (or restarts) the node's process. Its output is appended to its log file.
     pub fn start(&mut self, name: &str) -> anyhow::Result<()> {
         let binary = self.binary.clone();
-        let gossip = humantime::format_duration(self.gossip_interval).to_string();
-        let down_after = humantime::format_duration(self.down_after).to_string();
-        let replicas = self.replicas;
+        let (gossip_interval, down_after, replicas) =
+            (self.gossip_interval, self.down_after, self.replicas);
         let node = self
             .nodes
             .get_mut(name)
@@ -179,25 +227,20 @@ impl LocalCluster {
             .open(&node.log)
             .with_context(|| format!("opening {}", node.log.display()))?;
         let mut cmd = Command::new(&binary);
-        cmd.arg("node")
-            .args(["--name", &node.name])
-            .args(["--listen", &node.listen.to_string()])
-            .args(["--http", &node.http.to_string()])
-            .arg("--certs")
-            .arg(&node.certs)
-            .args(["--cluster-id", &node.cluster_id])
-            .args(["--gossip-interval", &gossip])
-            .args(["--down-after", &down_after])
-            .arg("--data-dir")
-            .arg(&node.data_dir);
-        if let Some(r) = replicas {
-            cmd.args(["--replicas", &r.to_string()]);
-        }
-        if !node.seeds.is_empty() {
-            let seeds: Vec<String> = node.seeds.iter().map(|s| s.to_string()).collect();
-            cmd.args(["--seeds", &seeds.join(",")]);
-        }
-        cmd.stdin(Stdio::null())
+        let flags = NodeFlags {
+            name: &node.name,
+            listen: node.listen,
+            http: node.http,
+            certs: &node.certs,
+            data_dir: &node.data_dir,
+            seeds: &node.seeds,
+            cluster_id: Some(&node.cluster_id),
+            gossip_interval,
+            down_after: Some(down_after),
+            replicas,
+        };
+        cmd.args(flags.args())
+            .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true);

@@ -226,8 +226,8 @@ impl Node {
         &self.inner.runtime
     }
 
-    /// This node's metrics (see [`crate::metrics::render`] for the `/metrics` document).
-    pub fn metrics(&self) -> &NodeMetrics {
+    /// This node's event counters (read through [`crate::metrics::render`]).
+    pub(crate) fn metrics(&self) -> &NodeMetrics {
         self.inner.runtime.metrics()
     }
 

@@ -51,9 +51,13 @@ impl Counters {
     }
 
     pub(crate) fn gossip_sent(&self, msg: &ChitchatMessage) {
+        self.count_gossip(matches!(msg, ChitchatMessage::Syn { .. }), Instant::now());
+    }
+
+    /// One gossip message sent at `now`; a request (`Syn`) after a pause starts a round.
+    fn count_gossip(&self, request: bool, now: Instant) {
         self.gossip_sent.fetch_add(1, Ordering::Relaxed);
-        if matches!(msg, ChitchatMessage::Syn { .. }) {
-            let now = Instant::now();
+        if request {
             let mut last = self.last_round.lock().unwrap_or_else(|e| e.into_inner());
             if last.is_none_or(|t| now.duration_since(t) > SAME_ROUND) {
                 self.gossip_rounds.fetch_add(1, Ordering::Relaxed);
@@ -82,5 +86,26 @@ impl Counters {
             stats.received_bytes += s.udp_rx.bytes;
         }
         stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_sent_together_are_one_round() {
+        let c = Counters::default();
+        let t0 = Instant::now();
+        // A round: requests to three peers at once, and an answer to someone else's round.
+        for _ in 0..3 {
+            c.count_gossip(true, t0);
+        }
+        c.count_gossip(false, t0 + SAME_ROUND * 2);
+        // The next round, one gossip interval later.
+        c.count_gossip(true, t0 + std::time::Duration::from_millis(500));
+        c.count_gossip(true, t0 + std::time::Duration::from_millis(501));
+        let s = c.snapshot(std::iter::empty());
+        assert_eq!((s.gossip_rounds, s.gossip_sent), (2, 6));
     }
 }

@@ -64,26 +64,23 @@ impl Gateway {
         Err(Exit::new(code, message).into())
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.http)
+    /// `http://ADDR/{first}/{id}{/rest...}`, `id` percent-encoded as one path segment.
+    fn url(&self, first: &str, id: &str, rest: &[&str]) -> reqwest::Url {
+        let mut url = reqwest::Url::parse(&format!("http://{}/", self.http))
+            .expect("a socket address makes a valid URL");
+        url.path_segments_mut()
+            .expect("an http URL has a path")
+            .pop_if_empty()
+            .push(first)
+            .push(id)
+            .extend(rest);
+        url
     }
-}
-
-/// Path segment for a key: percent-encoded, so any key can be used.
-fn segment(key: &str) -> String {
-    key.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 pub async fn kv(http: SocketAddr, cmd: KvCommand) -> anyhow::Result<()> {
     let g = Gateway::new(http)?;
-    let path = |key: &str| g.url(&format!("/kv/{}", segment(key)));
+    let path = |key: &str| g.url("kv", key, &[]);
     let answer = match cmd {
         KvCommand::Get { key } => g.call(g.client.get(path(&key))).await?["value"].clone(),
         KvCommand::Put { key, value } => {
@@ -96,7 +93,7 @@ pub async fn kv(http: SocketAddr, cmd: KvCommand) -> anyhow::Result<()> {
                 "expected": expected.as_deref().map(json_arg),
                 "new": json_arg(&new),
             });
-            let url = format!("{}/cas", path(&key));
+            let url = g.url("kv", &key, &["cas"]);
             g.call(g.client.post(url).body(body.to_string())).await?["value"].clone()
         }
     };
@@ -106,11 +103,11 @@ pub async fn kv(http: SocketAddr, cmd: KvCommand) -> anyhow::Result<()> {
 
 pub async fn counter(http: SocketAddr, cmd: CounterCommand) -> anyhow::Result<()> {
     let g = Gateway::new(http)?;
-    let path = |id: &str| g.url(&format!("/counter/{}", segment(id)));
+    let path = |id: &str| g.url("counter", id, &[]);
     let answer = match cmd {
         CounterCommand::Get { id } => g.call(g.client.get(path(&id))).await?,
         CounterCommand::Add { id, delta } => {
-            let url = format!("{}/add", path(&id));
+            let url = g.url("counter", &id, &["add"]);
             let body = json!({ "delta": delta }).to_string();
             g.call(g.client.post(url).body(body)).await?
         }
@@ -132,8 +129,15 @@ mod tests {
     }
 
     #[test]
-    fn keys_are_percent_encoded() {
-        assert_eq!(segment("user-42"), "user-42");
-        assert_eq!(segment("a/b c"), "a%2Fb%20c");
+    fn keys_are_one_percent_encoded_path_segment() {
+        let g = Gateway::new("127.0.0.1:8101".parse().unwrap()).unwrap();
+        assert_eq!(
+            g.url("kv", "user-42", &[]).as_str(),
+            "http://127.0.0.1:8101/kv/user-42"
+        );
+        assert_eq!(
+            g.url("kv", "a/b c?", &["cas"]).as_str(),
+            "http://127.0.0.1:8101/kv/a%2Fb%20c%3F/cas"
+        );
     }
 }

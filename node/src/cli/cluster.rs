@@ -20,6 +20,7 @@ use shoal_transport::CertDir;
 use tokio::time::Instant;
 
 use super::{ClusterDownArgs, ClusterStatusArgs, ClusterUpArgs};
+use crate::local_cluster::NodeFlags;
 
 const STATE: &str = "cluster.json";
 /// HTTP ports are the QUIC ports plus this.
@@ -162,24 +163,22 @@ pub async fn up(args: ClusterUpArgs) -> anyhow::Result<()> {
             .append(true)
             .open(&log_path)
             .with_context(|| format!("opening {}", log_path.display()))?;
-        let mut cmd = Command::new(&binary);
-        cmd.arg("node")
-            .args(["--name", name])
-            .args(["--listen", &quic.to_string()])
-            .args(["--http", &http.to_string()])
-            .arg("--certs")
-            .arg(certs.path())
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .args(["--gossip-interval", &args.gossip_interval]);
-        if let Some(r) = args.replicas {
-            cmd.args(["--replicas", &r.to_string()]);
-        }
         // n1 founds the cluster (or resumes it); the others join through the first two.
-        let seeds: Vec<String> = addrs[..i.min(2)].iter().map(|a| a.0.to_string()).collect();
-        if !seeds.is_empty() {
-            cmd.args(["--seeds", &seeds.join(",")]);
-        }
+        let seeds: Vec<SocketAddr> = addrs[..i.min(2)].iter().map(|a| a.0).collect();
+        let flags = NodeFlags {
+            name,
+            listen: quic,
+            http,
+            certs: certs.path(),
+            data_dir: &data_dir,
+            seeds: &seeds,
+            cluster_id: None,
+            gossip_interval: args.gossip_interval,
+            down_after: None,
+            replicas: args.replicas,
+        };
+        let mut cmd = Command::new(&binary);
+        cmd.args(flags.args());
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd
             .stdin(Stdio::null())

@@ -182,8 +182,8 @@ pub struct ClusterUpArgs {
     #[arg(long)]
     pub replicas: Option<u32>,
     /// Gossip interval of every node.
-    #[arg(long, default_value = "500ms")]
-    pub gossip_interval: String,
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub gossip_interval: Duration,
     /// Seconds to wait for every node to be up.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,

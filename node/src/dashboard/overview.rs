@@ -73,20 +73,13 @@ pub(super) async fn overview(State(node): State<Node>) -> Json<Overview> {
 
 fn build(node: &Node) -> Overview {
     let view = node.view();
-    let mut cluster = ClusterInfo::from(&view);
-    let table = node.entities().table();
-    let (primaries, replicas) = table
+    let table = node.entities().table().map(|(_, t)| t);
+    let cluster = crate::http::cluster_info(&view, table.as_ref());
+    let primaries = &cluster.shards;
+    let replicas = table
         .as_ref()
-        .map(|(_, t)| {
-            let own = |m: BTreeMap<&str, usize>| {
-                m.into_iter()
-                    .map(|(k, v)| (k.to_string(), v))
-                    .collect::<BTreeMap<_, _>>()
-            };
-            (own(t.primaries_per_member()), own(t.replicas_per_member()))
-        })
+        .map(|t| t.replicas_per_member())
         .unwrap_or_default();
-    cluster.shards = primaries.clone();
     let phi: BTreeMap<String, f64> = node.membership().phi().into_iter().collect();
     let epoch = cluster.epoch;
     let members: Vec<OverviewMember> = view
@@ -105,7 +98,7 @@ fn build(node: &Node) -> Overview {
             member: info.member,
             phi: phi.get(&m.name).copied(),
             primaries: primaries.get(&m.name).copied().unwrap_or(0),
-            replicas: replicas.get(&m.name).copied().unwrap_or(0),
+            replicas: replicas.get(m.name.as_str()).copied().unwrap_or(0),
             ready: info.member && m.shards_ready.is_some_and(|r| r >= epoch),
         })
         .collect();
@@ -125,7 +118,7 @@ fn build(node: &Node) -> Overview {
         });
     }
     let ring = table
-        .map(|(_, t)| {
+        .map(|t| {
             let names: Vec<String> = primaries.keys().cloned().collect();
             let primary = (0..t.shards())
                 .map(|s| {

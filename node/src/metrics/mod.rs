@@ -8,8 +8,8 @@
 //!
 //! Counting changes nothing the node does, and creating the counters must not either: they
 //! hold no std `HashMap` (each new one draws fresh hash keys, which shifts the keys of every
-//! map made after it and changes the simulator's runs). The labelled families, which are hash
-//! maps, are built at scrape time only.
+//! map made after it and changes the simulator's runs). prometheus-client's `Family` is one,
+//! so the labelled families are plain lists built at scrape time (`scrape.rs`).
 
 mod scrape;
 
@@ -49,7 +49,7 @@ impl KindMetrics {
 }
 
 /// Event counters of one node.
-pub struct NodeMetrics {
+pub(crate) struct NodeMetrics {
     kinds: BTreeMap<String, KindMetrics>,
     /// Counters for kinds this node does not host (a message naming an unknown kind).
     unknown: KindMetrics,

@@ -118,8 +118,8 @@ function drawRing(o) {
 }
 
 function drawHandoffs(o) {
+  // This node's own recovering shards are among them: it gossips that it is not ready yet.
   const items = o.handoffs.map((h) => el("li", {}, el("b", {}, h.node), " ", h.what));
-  if (o.local.recovering) items.push(el("li", {}, el("b", {}, o.cluster.self), ` recovering ${o.local.recovering} shards`));
   $("handoffs").replaceChildren(...(items.length ? items : [el("li", { class: "quiet" }, "none")]));
 }
 
