@@ -12,8 +12,10 @@ use tokio::process::Command;
 const DEADLINE: Duration = Duration::from_secs(30);
 
 /// Starts a one-node cluster with `--log-format json` and `rust_log`, collects its log lines
-/// until one has the message `until` (or the deadline), then stops it.
-async fn json_lines(rust_log: &str, until: &str) -> Vec<serde_json::Value> {
+/// until every message in `until` has been seen (or the deadline), then stops it. The
+/// messages come from different tasks (membership events, the configuration, the shard
+/// host), so no one of them is guaranteed to be the last.
+async fn json_lines(rust_log: &str, until: &[&str]) -> Vec<serde_json::Value> {
     let dir = tempfile::tempdir().unwrap();
     let certs = CertDir::new(dir.path().join("certs"));
     certs.init_ca("logs").unwrap();
@@ -35,9 +37,11 @@ async fn json_lines(rust_log: &str, until: &str) -> Vec<serde_json::Value> {
         while let Ok(Some(line)) = lines.next_line().await {
             let value: serde_json::Value =
                 serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-            let done = value["message"] == until;
             seen.push(value);
-            if done {
+            if until
+                .iter()
+                .all(|m| seen.iter().any(|l| l["message"] == *m))
+            {
                 return;
             }
         }
@@ -49,14 +53,21 @@ async fn json_lines(rust_log: &str, until: &str) -> Vec<serde_json::Value> {
 
 #[tokio::test]
 async fn json_logs_carry_membership_and_ownership_changes_as_fields() {
-    let lines = json_lines("info", "serving every shard this node is primary for").await;
+    let founded = "bootstrapped a new cluster: epoch 1 with this node alone";
+    let expected = [
+        founded,
+        "member up",
+        "shard table updated",
+        "serving every shard this node is primary for",
+    ];
+    let lines = json_lines("info", &expected).await;
     let find = |message: &str| {
         lines
             .iter()
             .find(|l| l["message"] == message)
             .unwrap_or_else(|| panic!("no {message:?} line in {lines:#?}"))
     };
-    let founded = find("bootstrapped a new cluster: epoch 1 with this node alone");
+    let founded = find(founded);
     assert_eq!(founded["level"], "INFO");
     assert_eq!(founded["node"], "n1");
     assert_eq!(founded["epoch"], 1);
@@ -75,7 +86,7 @@ async fn json_logs_carry_membership_and_ownership_changes_as_fields() {
 
 #[tokio::test]
 async fn rust_log_filters_by_level_and_target() {
-    let lines = json_lines("warn,shoal::node=info", "node started").await;
+    let lines = json_lines("warn,shoal::node=info", &["node started"]).await;
     assert!(lines.iter().any(|l| l["message"] == "node started"));
     assert!(
         lines
