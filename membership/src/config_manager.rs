@@ -110,21 +110,7 @@ impl ConfigManager {
     /// every generation this state has run as. Recorded durably before use.
     pub(crate) fn claim_generation(&self, clock_ms: u64) -> Result<u64, MembershipError> {
         let mut st = lock(&self.state);
-        let generation = clock_ms.max(st.own_generations.last().map_or(0, |g| g + 1));
-        let mut next = st.clone();
-        // Keep the generations that still hold a place in the configuration.
-        let in_config: HashSet<u64> = next
-            .config()
-            .map(|c| {
-                c.members
-                    .iter()
-                    .filter(|m| m.id.name == self.name)
-                    .map(|m| m.id.generation)
-                    .collect()
-            })
-            .unwrap_or_default();
-        next.own_generations.retain(|g| in_config.contains(g));
-        next.own_generations.insert(generation);
+        let (generation, next) = st.claim_generation(clock_ms);
         self.persist(&next)
             .map_err(|reason| MembershipError::State {
                 place: self.cell.describe(),
