@@ -194,10 +194,11 @@ impl LocalCluster {
             .iter()
             .map(|s| Ok(self.node(s)?.listen))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let (listen, http) = self.fresh_ports()?;
         let node = LocalNode {
             name: name.to_string(),
-            listen: free_udp_port()?,
-            http: free_tcp_port()?,
+            listen,
+            http,
             seeds,
             certs,
             cluster_id,
@@ -207,6 +208,24 @@ impl LocalCluster {
         };
         self.nodes.insert(name.to_string(), node);
         self.node(name)
+    }
+
+    /// A free UDP and a free TCP port that no node of this cluster uses. The OS readily hands
+    /// a port it just gave out and got back again to the next `bind(0)` (CI saw two nodes
+    /// given one HTTP port: the second could not bind it and stopped).
+    fn fresh_ports(&self) -> anyhow::Result<(SocketAddr, SocketAddr)> {
+        let taken = |a: SocketAddr| {
+            self.nodes
+                .values()
+                .any(|n| n.listen.port() == a.port() || n.http.port() == a.port())
+        };
+        for _ in 0..1000 {
+            let (listen, http) = (free_udp_port()?, free_tcp_port()?);
+            if listen.port() != http.port() && !taken(listen) && !taken(http) {
+                return Ok((listen, http));
+            }
+        }
+        bail!("no free loopback ports")
     }
 
     /// Starts (or restarts) the node's process. Its output is appended to its log file.
@@ -310,6 +329,16 @@ impl LocalCluster {
         }
     }
 
+    /// The last `lines` lines of the node's log (for failure messages).
+    pub fn log_tail(&self, name: &str, lines: usize) -> String {
+        let Ok(node) = self.node(name) else {
+            return String::new();
+        };
+        let text = std::fs::read_to_string(&node.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
     /// `GET /cluster` of the node.
     pub async fn cluster_info(&self, name: &str) -> anyhow::Result<ClusterInfo> {
         let node = self.node(name)?;
@@ -332,7 +361,10 @@ impl LocalCluster {
                 Err(e) => e.to_string(),
             };
             if Instant::now() >= deadline {
-                bail!("{name}: not {what} within {within:?}; last seen: {last}");
+                let log = self.log_tail(name, 20);
+                bail!(
+                    "{name}: not {what} within {within:?}; last seen: {last}\nlast lines of {name}'s log:\n{log}"
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
