@@ -487,7 +487,7 @@ async fn a_full_disk_takes_only_that_nodes_shards_out_of_service() {
                         n.name(),
                         d.len(),
                         on_disk[0].len(),
-                        d.iter().filter(|(e, v)| on_disk[0].get(e) != Some(v)).collect::<Vec<_>>()
+                        d.iter().filter(|(e, v)| on_disk[0].get(*e) != Some(v)).collect::<Vec<_>>()
                     ));
                 }
             }

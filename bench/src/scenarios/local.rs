@@ -7,9 +7,9 @@ use shoal::entity::builtin::{Counter, CounterCommand};
 use shoal::transport::ClusterCa;
 use shoal::{Node, NodeBuilder, loopback};
 
+use super::Ctx;
 use super::peers::{PEERS, Work};
 use super::shoal_asks;
-use super::{Ctx, DRAIN_TIMEOUT};
 use crate::measure::{micros, quantile, runtime};
 use crate::report::{Better, Row, Sample};
 
@@ -32,27 +32,18 @@ impl LocalNode {
         Ok(Self { rt, node })
     }
 
-    /// Messages per second: `Add(1)` told, done when every counter shows its share.
-    fn tell(&self, w: &Work) -> anyhow::Result<f64> {
+    /// Delivered messages per second (`Add(1)` told, done when every counter shows its
+    /// share), and the share dropped by a full mailbox.
+    fn tell(&self, w: &Work) -> anyhow::Result<(f64, f64)> {
         let node = &self.node;
         self.rt.block_on(async {
+            let dropped = || node.entities().tells_dropped();
+            let before = dropped();
             let t = Instant::now();
             for i in 0..w.messages {
                 node.tell::<Counter>(&w.keys[i % w.keys.len()], CounterCommand::Add(1));
             }
-            let share = (w.messages / w.keys.len()) as i64;
-            for k in w.keys {
-                // The Get queues behind every tell still in the mailbox: a flood is seconds
-                // of backlog, longer than the default ask timeout.
-                while node
-                    .ask_timeout::<Counter>(k, CounterCommand::Get, DRAIN_TIMEOUT)
-                    .await?
-                    < share
-                {
-                    tokio::task::yield_now().await;
-                }
-            }
-            Ok(w.messages as f64 / t.elapsed().as_secs_f64())
+            shoal_asks::delivered(node, w.keys, w.messages as u64, t, dropped, before).await
         })
     }
 
@@ -81,7 +72,7 @@ pub fn tell(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     let messages = ctx.size(1_000_000, 200_000);
     let mut rows = Vec::new();
     for entities in [1usize, 100_000] {
-        let mut ours = Vec::new();
+        let (mut ours, mut drops) = (Vec::new(), Vec::new());
         let mut theirs: Vec<Vec<f64>> = vec![Vec::new(); PEERS.len()];
         // A warm-up round, then measured rounds; each round runs everyone once, in turn,
         // on fresh counters.
@@ -91,10 +82,11 @@ pub fn tell(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
                 keys: &ks,
                 messages,
             };
-            let ours_now = shoal.tell(&w)?;
+            let (ours_now, lost) = shoal.tell(&w)?;
             let theirs_now: Vec<f64> = PEERS.iter().map(|p| (p.tell)(&w)).collect();
             if rep > 0 {
                 ours.push(ours_now);
+                drops.push(lost);
                 for (all, now) in theirs.iter_mut().zip(theirs_now) {
                     all.push(now);
                 }
@@ -120,6 +112,13 @@ pub fn tell(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
                 row.target(format!("faster than {}", peer.name), ratio > 1.0)
             });
         }
+        rows.push(Row::new(
+            "local-tell",
+            &format!("{figure}, dropped by a full mailbox"),
+            "share of sent",
+            Better::Lower,
+            Sample::of(&drops),
+        ));
     }
     shoal.stop();
     Ok(rows)

@@ -4,9 +4,10 @@
 //! [`ErasedKind`], which spawns actors from stored state bytes. Commands from the same process
 //! travel as typed values (no serialization); commands from other nodes as postcard bytes.
 //!
-//! After each command the actor encodes its state: if the bytes changed, the command was a
-//! write, which the shard's replication log numbers and replicates; either way the reply is
-//! held until the replication rules allow it (see `replication::log`). An actor belongs to
+//! The actor handles what is queued in batches. After each batch it encodes its state: if the
+//! bytes changed, the batch was a write, which the shard's replication log numbers and
+//! replicates; either way the replies are held until the replication rules allow them (see
+//! `replication::log`). An actor belongs to
 //! one epoch of its shard: when the shard changes hands, or its log refuses a write, the
 //! actor ends and a new one starts from the stored state.
 
@@ -23,8 +24,11 @@ use super::kind::Entity;
 use super::runtime::{Runtime, RuntimeInner};
 use super::wire::{EntityRef, Outcome};
 
-/// Commands queued for one entity before senders wait.
-const MAILBOX: usize = 1024;
+/// Commands queued for one entity before askers wait and tells are dropped. tokio allocates
+/// a mailbox's slots as they fill, so the bound costs nothing until a flood uses it.
+const MAILBOX: usize = 65_536;
+/// Commands handled in one batch at most (one write, one release).
+const BATCH: usize = 256;
 
 /// What a local asker gets back.
 pub(crate) enum LocalReply {
@@ -107,11 +111,10 @@ impl ReplyTo {
     }
 }
 
-/// A reply computed by an actor, held until replication allows it.
-pub(crate) struct Ready {
-    to: ReplyTo,
-    reply: Result<ReadyValue, AskError>,
-}
+/// The replies of one batch of an actor's commands, held together until replication allows
+/// them (the batch's one write is committed, or its reads are confirmed).
+#[derive(Default)]
+pub(crate) struct Ready(Vec<(ReplyTo, Result<ReadyValue, AskError>)>);
 
 enum ReadyValue {
     Local(Box<dyn Any + Send>),
@@ -119,29 +122,43 @@ enum ReadyValue {
 }
 
 impl Ready {
+    fn push(&mut self, to: ReplyTo, reply: Result<ReadyValue, AskError>) {
+        self.0.push((to, reply));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn send(self) {
-        match (self.to, self.reply) {
-            (ReplyTo::Local(tx), Ok(ReadyValue::Local(v))) => {
-                let _ = tx.send(LocalReply::Value(v));
+        for (to, reply) in self.0 {
+            match (to, reply) {
+                (ReplyTo::Local(tx), Ok(ReadyValue::Local(v))) => {
+                    let _ = tx.send(LocalReply::Value(v));
+                }
+                (ReplyTo::Wire(tx), Ok(ReadyValue::Wire(b))) => {
+                    let _ = tx.send(Outcome::Reply(b));
+                }
+                (to, Err(e)) => to.fail(e),
+                (to, Ok(_)) => to.fail(AskError::Decode("a reply of the wrong form".into())),
             }
-            (ReplyTo::Wire(tx), Ok(ReadyValue::Wire(b))) => {
-                let _ = tx.send(Outcome::Reply(b));
-            }
-            (to, Err(e)) => to.fail(e),
-            (to, Ok(_)) => to.fail(AskError::Decode("a reply of the wrong form".into())),
         }
     }
 
-    /// The write may or may not be kept: the asker cannot know.
+    /// The write may or may not be kept: the askers cannot know.
     pub fn fail_unknown(self, why: &str) {
-        self.to.fail(AskError::Unavailable(format!(
-            "{why}; the command may or may not have taken effect"
-        )));
+        for (to, _) in self.0 {
+            to.fail(AskError::Unavailable(format!(
+                "{why}; the command may or may not have taken effect"
+            )));
+        }
     }
 
-    /// The command changed nothing: the asker may send it again.
+    /// The commands changed nothing: the askers may send them again.
     pub fn retry(self, why: String, epoch: u64) {
-        self.to.retry(why, epoch);
+        for (to, _) in self.0 {
+            to.retry(why.clone(), epoch);
+        }
     }
 }
 
@@ -287,40 +304,42 @@ impl<K: Entity> Actor<K> {
         }
     }
 
+    /// Handles commands in batches: whatever is queued (up to [`BATCH`]) runs one command at a
+    /// time, then the state is encoded once and, if it changed, recorded as one write whose
+    /// commit releases every reply of the batch. Under load a flood of commands to one entity
+    /// costs one replicated write per batch instead of one per command; alone, a command is a
+    /// batch of one. The batch is atomic for replication: its writes are kept or lost together.
     async fn serve(&mut self, mut rx: mpsc::Receiver<ActorMsg>) {
-        while let Some(msg) = rx.recv().await {
-            let cmd = match msg {
-                // No new command can arrive; those already queued are still handled.
-                ActorMsg::Stop => {
-                    rx.close();
-                    continue;
-                }
-                ActorMsg::Command(cmd) => cmd,
-            };
-            let Command {
-                payload,
-                chain,
-                reply,
-            } = cmd;
-            let command = match self.decode(payload) {
-                Ok(c) => c,
-                Err(e) => {
-                    reply.fail(e);
-                    continue;
-                }
-            };
+        while let Some(first) = rx.recv().await {
             let Some(rt) = self.runtime.upgrade() else {
                 return;
             };
-            self.commands.inc();
             let rt = Runtime::from_inner(rt);
             let mut ctx = Context {
                 runtime: rt.clone(),
                 me: self.me.clone(),
-                chain,
+                chain: Vec::new(),
             };
-            let result = self.kind.handle(&mut ctx, &mut self.state, command).await;
+            let mut ready = Ready::default();
+            let mut handled = 0usize;
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                if let ActorMsg::Command(cmd) = msg {
+                    handled += 1;
+                    self.handle_one(&mut ctx, cmd, &mut ready).await;
+                } else {
+                    // Stop: no new command can arrive; those already queued are still handled.
+                    rx.close();
+                }
+                if handled < BATCH {
+                    next = rx.try_recv().ok();
+                }
+            }
             drop(ctx);
+            if handled == 0 {
+                continue;
+            }
+            self.commands.inc_by(handled as u64);
             let bytes = encode(&self.state);
             let gate = if bytes != self.last {
                 let stored = (bytes != self.default).then(|| bytes.clone());
@@ -330,24 +349,43 @@ impl<K: Entity> Actor<K> {
                         Gate::Write(seq)
                     }
                     Err(why) => {
-                        // Nothing was recorded: the command did not happen, and this
-                        // actor's state is ahead of the store. End it.
-                        reply.retry(why, self.home.epoch);
+                        // Nothing was recorded: the batch did not happen, and this actor's
+                        // state is ahead of the store. End it.
+                        ready.retry(why, self.home.epoch);
                         return;
                     }
                 }
             } else {
                 Gate::Read
             };
-            let ready =
-                |value: Result<ReadyValue, AskError>, to: ReplyTo| Ready { to, reply: value };
-            let ready = match (&reply, result) {
-                (ReplyTo::Nobody, _) => continue,
-                (ReplyTo::Local(_), Ok(r)) => ready(Ok(ReadyValue::Local(Box::new(r))), reply),
-                (ReplyTo::Wire(_), Ok(r)) => ready(Ok(ReadyValue::Wire(encode(&r))), reply),
-                (_, Err(e)) => ready(Err(AskError::Rejected(e.0)), reply),
-            };
-            rt.release(self.home, gate, ready);
+            if !ready.is_empty() {
+                rt.release(self.home, gate, ready);
+            }
         }
+    }
+
+    /// Runs one command and queues its reply (tells have none).
+    async fn handle_one(&mut self, ctx: &mut Context, cmd: Command, ready: &mut Ready) {
+        let Command {
+            payload,
+            chain,
+            reply,
+        } = cmd;
+        let command = match self.decode(payload) {
+            Ok(c) => c,
+            Err(e) => {
+                reply.fail(e);
+                return;
+            }
+        };
+        ctx.chain = chain;
+        let result = self.kind.handle(ctx, &mut self.state, command).await;
+        let value = match (&reply, result) {
+            (ReplyTo::Nobody, _) => return,
+            (ReplyTo::Local(_), Ok(r)) => Ok(ReadyValue::Local(Box::new(r))),
+            (ReplyTo::Wire(_), Ok(r)) => Ok(ReadyValue::Wire(encode(&r))),
+            (_, Err(e)) => Err(AskError::Rejected(e.0)),
+        };
+        ready.push(reply, value);
     }
 }

@@ -8,14 +8,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use shoal_sharding::ShardId;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
 
 use super::actor::{ActorMsg, Command, Home};
 use super::error::AskError;
 use super::runtime::{Runtime, RuntimeInner};
 use super::shard_host::{Active, Mode, RECEIVE_BUFFER};
-use super::wire::EntityRef;
+use super::wire::{EntityKey, EntityRef};
 use crate::storage::{Durable, Record, StoreError, Version, Write};
 
 /// What a delivery does next.
@@ -97,6 +98,75 @@ impl Runtime {
         }
     }
 
+    /// Puts a tell straight into the mailbox of its entity's running actor, looked up
+    /// without allocating, if the shard serves here (the caller checked this node may
+    /// serve). Gives the command back when there is no such actor (see
+    /// [`Runtime::tell_slow`]). Tells are at most once: a full mailbox drops the tell and
+    /// counts it in `shoal_tells_dropped_total`, so a flood costs bounded memory and never
+    /// a task per message.
+    pub(crate) fn tell_active(
+        &self,
+        shard: ShardId,
+        kind: &str,
+        id: &str,
+        cmd: Command,
+    ) -> Option<Command> {
+        let mut guard = self.host(shard.0);
+        let host = &mut *guard;
+        if host.mode != Mode::Serving {
+            return Some(cmd);
+        }
+        let Some(a) = host.active.get_mut(&(kind, id) as &dyn EntityKey) else {
+            return Some(cmd);
+        };
+        if a.stopping {
+            return Some(cmd);
+        }
+        a.used = true;
+        match a.tx.try_send(ActorMsg::Command(cmd)) {
+            Ok(()) | Err(TrySendError::Closed(ActorMsg::Stop)) => None,
+            Err(TrySendError::Full(_)) => {
+                drop(guard);
+                self.inner.metrics.kind(kind).tells_dropped.inc();
+                debug!(kind, id, "mailbox full: tell dropped");
+                None
+            }
+            Err(TrySendError::Closed(ActorMsg::Command(cmd))) => Some(cmd),
+        }
+    }
+
+    /// A tell whose entity has no actor taking commands: the actor starts here if its state
+    /// needs no store read, the shard buffers it while it recovers, and only what must wait
+    /// (a store read, an actor ending) goes through a task.
+    pub(crate) fn tell_slow(&self, shard: ShardId, target: EntityRef, cmd: Command) {
+        let Some(kind) = self.inner.kinds.get(&target.kind) else {
+            debug!(%target, "tell to an unknown kind dropped");
+            return;
+        };
+        let later = match self.delivery_step(shard, &target, kind, cmd, &None) {
+            Step::Done => return,
+            Step::Refused(_, why) => {
+                debug!(%target, reason = %why, "tell dropped");
+                return;
+            }
+            Step::Send(tx, cmd) => match tx.try_send(ActorMsg::Command(cmd)) {
+                Ok(()) => return,
+                Err(TrySendError::Full(_)) => {
+                    self.inner.metrics.kind(&target.kind).tells_dropped.inc();
+                    debug!(%target, "mailbox full: tell dropped");
+                    return;
+                }
+                Err(TrySendError::Closed(ActorMsg::Command(cmd))) => cmd,
+                Err(TrySendError::Closed(ActorMsg::Stop)) => return,
+            },
+            Step::Read(cmd) | Step::WaitEnded(_, cmd) => cmd,
+        };
+        let rt = self.clone();
+        self.inner.spawn(async move {
+            let _ = rt.deliver_local(shard, target, later).await;
+        });
+    }
+
     /// One step of a delivery, under the shard's lock.
     fn delivery_step(
         &self,
@@ -166,6 +236,7 @@ impl Runtime {
                     Active {
                         tx: tx.clone(),
                         last_used: now,
+                        used: false,
                         id: home.id,
                         stopping: false,
                     },
@@ -247,7 +318,7 @@ impl Runtime {
         let mut candidates: Vec<(Instant, ShardId, EntityRef)> = Vec::new();
         let mut retry = Vec::new();
         for s in 0..self.inner.shards {
-            let host = self.host(s);
+            let mut host = self.host(s);
             if let Mode::Failed {
                 retry: Some(at), ..
             } = host.mode
@@ -256,7 +327,10 @@ impl Runtime {
                 retry.push(s);
             }
             if host.is_serving() {
-                for (k, a) in host.active.iter().filter(|(_, a)| !a.stopping) {
+                for (k, a) in host.active.iter_mut().filter(|(_, a)| !a.stopping) {
+                    if std::mem::take(&mut a.used) {
+                        a.last_used = now;
+                    }
                     if now.duration_since(a.last_used) >= idle || over > 0 {
                         candidates.push((a.last_used, ShardId(s), k.clone()));
                     }

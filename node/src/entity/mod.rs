@@ -14,6 +14,7 @@ mod routing;
 pub(crate) mod runtime;
 pub(crate) mod shard_host;
 mod stats;
+mod tell_lane;
 mod transitions;
 pub mod wire;
 

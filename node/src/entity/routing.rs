@@ -16,12 +16,12 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::actor::{ActorMsg, Command, LocalReply, Payload, ReplyTo, encode};
+use super::actor::{Command, LocalReply, Payload, ReplyTo, encode};
 use super::error::AskError;
 use super::kind::Entity;
-use super::runtime::Runtime;
+use super::runtime::{Placement, Runtime};
 use super::shard_host::Mode;
-use super::wire::{ENTITY_SERVICE, EntityRef, EntityRequest, Outcome};
+use super::wire::{ENTITY_SERVICE, EntityRef, EntityRequest, Outcome, TellBatch};
 
 /// Where a message goes.
 pub(crate) enum Route {
@@ -36,16 +36,16 @@ fn encoder<K: Entity>(v: &(dyn std::any::Any + Send)) -> Option<Bytes> {
 }
 
 impl Runtime {
-    pub(crate) fn shard(&self, target: &EntityRef) -> ShardId {
-        shard_of(&target.kind, target.id.as_bytes(), self.inner.shards)
+    pub(crate) fn route(&self, target: &EntityRef) -> Route {
+        self.route_in(&self.placement(), &target.kind, &target.id)
     }
 
-    pub(crate) fn route(&self, target: &EntityRef) -> Route {
-        let p = self.placement();
+    /// Where entity `kind`/`id` goes under placement `p`.
+    pub(crate) fn route_in(&self, p: &Placement, kind: &str, id: &str) -> Route {
         let Some(table) = &p.table else {
             return Route::Wait("this node knows no cluster configuration yet".into());
         };
-        let shard = self.shard(target);
+        let shard = shard_of(kind, id.as_bytes(), self.inner.shards);
         if let Mode::Moved { to, addr, epoch } = &self.host(shard.0).mode
             && *epoch > p.epoch
         {
@@ -63,7 +63,11 @@ impl Runtime {
 
     /// Why this node cannot serve its shards now, if it cannot.
     pub(crate) fn cannot_serve(&self) -> Option<String> {
-        let p = self.placement();
+        self.cannot_serve_in(&self.placement())
+    }
+
+    /// [`Runtime::cannot_serve`] under placement `p`.
+    pub(crate) fn cannot_serve_in(&self, p: &Placement) -> Option<String> {
         if !p.member {
             return Some("this node is not a member of the cluster configuration".into());
         }
@@ -215,58 +219,108 @@ impl Runtime {
     /// Sends a command to `K`/`id` without waiting: at most once, dropped when the owner is
     /// not known or not serving.
     pub fn tell<K: Entity>(&self, id: &str, cmd: K::Command) {
-        let target = EntityRef {
-            kind: K::KIND.to_string(),
-            id: id.to_string(),
+        let mut command = Command {
+            payload: Payload::Local(Box::new(cmd), encoder::<K>),
+            chain: Vec::new(),
+            reply: ReplyTo::Nobody,
         };
-        match self.route(&target) {
-            Route::Local(shard) => {
-                let rt = self.clone();
-                let command = Command {
-                    payload: Payload::Local(Box::new(cmd), encoder::<K>),
-                    chain: Vec::new(),
-                    reply: ReplyTo::Nobody,
-                };
-                // Fast path: the actor exists and has room.
-                if rt.cannot_serve().is_none() {
-                    let host = rt.host(shard.0);
-                    if let (Mode::Serving, Some(a)) = (&host.mode, host.active.get(&target)) {
-                        match a.tx.try_send(ActorMsg::Command(command)) {
-                            Ok(()) => return,
-                            Err(tokio::sync::mpsc::error::TrySendError::Full(msg))
-                            | Err(tokio::sync::mpsc::error::TrySendError::Closed(msg)) => {
-                                drop(host);
-                                if let ActorMsg::Command(command) = msg {
-                                    let inner = rt.inner.clone();
-                                    inner.spawn(async move {
-                                        let _ = rt.deliver_local(shard, target, command).await;
-                                    });
-                                }
-                                return;
-                            }
-                        }
-                    }
-                }
-                let inner = rt.inner.clone();
-                inner.spawn(async move {
-                    let _ = rt.deliver_local(shard, target, command).await;
-                });
+        // The common case first: this node's table makes it the shard's primary and the
+        // entity's actor is running. No allocation, one placement read, one shard lock.
+        let shard = shard_of(K::KIND, id.as_bytes(), self.inner.shards);
+        let mine = {
+            let p = self.placement_ref();
+            p.table.as_ref().and_then(|t| t.primary(shard)) == Some(self.inner.name.as_str())
+                && self.cannot_serve_in(&p).is_none()
+        };
+        if mine {
+            match self.tell_active(shard, K::KIND, id, command) {
+                None => return,
+                Some(back) => command = back,
             }
+        }
+        let target = EntityRef::new(K::KIND, id);
+        match self.route(&target) {
+            Route::Local(shard) => match self.cannot_serve() {
+                None => self.tell_slow(shard, target, command),
+                Some(why) => debug!(%target, reason = %why, "tell dropped"),
+            },
             Route::Remote(_, peer, epoch) => {
+                let Some(bytes) = command.payload.encoded() else {
+                    return;
+                };
                 let req = EntityRequest {
                     target,
-                    command: encode(&cmd),
+                    command: bytes,
                     chain: Vec::new(),
                     epoch,
                     forwarded: false,
                 };
-                let transport = self.inner.transport.clone();
-                self.inner.metrics.kind(K::KIND).messages_out.inc();
-                self.inner.spawn(async move {
-                    let _ = transport.send(peer, ENTITY_SERVICE, &req).await;
-                });
+                self.tell_remote(&peer, req);
             }
             Route::Wait(why) => debug!(%target, reason = %why, "tell dropped"),
+        }
+    }
+
+    /// Queues a tell for another node (see `tell_lane`).
+    fn tell_remote(&self, peer: &Peer, req: EntityRequest) {
+        let metrics = self.inner.metrics.kind(&req.target.kind);
+        let inner = &self.inner;
+        if inner.tells.push(&inner.transport, peer, req, |f| {
+            inner.spawn(f);
+        }) {
+            metrics.messages_out.inc();
+        } else {
+            metrics.tells_dropped.inc();
+            debug!(peer = ?peer.name, "tell lane full: tell dropped");
+        }
+    }
+
+    /// Takes in a batch of tells from another node: each goes to its actor here without a
+    /// task, or on to its owner once, or is dropped (tells are at most once).
+    pub(crate) fn serve_tells(&self, msg: shoal_transport::Inbound) {
+        let batch: TellBatch = match msg.decode() {
+            Ok(b) => b,
+            Err(e) => {
+                debug!(from = %msg.from, error = %e, "undecodable tell batch dropped");
+                return;
+            }
+        };
+        for req in batch.tells {
+            self.tell_inbound(req);
+        }
+    }
+
+    fn tell_inbound(&self, req: EntityRequest) {
+        self.inner.metrics.kind(&req.target.kind).messages_in.inc();
+        match self.route(&req.target) {
+            Route::Local(shard) => {
+                if let Some(why) = self.cannot_serve() {
+                    debug!(target = %req.target, reason = %why, "tell dropped");
+                    return;
+                }
+                let cmd = Command {
+                    payload: Payload::Wire(req.command),
+                    chain: req.chain,
+                    reply: ReplyTo::Nobody,
+                };
+                if let Some(cmd) = self.tell_active(shard, &req.target.kind, &req.target.id, cmd) {
+                    self.tell_slow(shard, req.target, cmd);
+                }
+            }
+            Route::Remote(_, peer, _) if !req.forwarded => {
+                let epoch = self.epoch();
+                self.tell_remote(
+                    &peer,
+                    EntityRequest {
+                        forwarded: true,
+                        epoch,
+                        ..req
+                    },
+                );
+            }
+            Route::Remote(..) | Route::Wait(_) => {
+                debug!(target = %req.target, "tell dropped: not served here")
+            }
         }
     }
 

@@ -24,7 +24,7 @@ use tracing::Instrument;
 
 use super::actor::ErasedKind;
 use super::shard_host::{Mode, ShardHost};
-use super::wire::{ENTITY_SERVICE, HANDOFF_SERVICE};
+use super::wire::{ENTITY_SERVICE, HANDOFF_SERVICE, TELL_SERVICE};
 use crate::metrics::NodeMetrics;
 use crate::replication::{
     Lanes, REPLICA_SERVICE, ReplicaShard, ReplicationEvent, ReplicationObserver,
@@ -123,6 +123,8 @@ pub(crate) struct RuntimeInner {
     pub store: Arc<dyn ReplicaStore>,
     pub commits: GroupCommit,
     pub lanes: Lanes,
+    /// Tells to other nodes, batched per peer.
+    pub tells: super::tell_lane::TellLanes,
     pub activations: Semaphore,
     /// Woken when a log advances or a backup is installed (drains and activations wait).
     pub progress: Notify,
@@ -277,6 +279,7 @@ impl Runtime {
             store,
             commits,
             lanes,
+            tells: Default::default(),
             progress: Notify::new(),
             ready: AtomicU64::new(0),
             actor_ids: AtomicU64::new(1),
@@ -312,6 +315,16 @@ impl Runtime {
                     let Some(rt) = weak.upgrade() else { return };
                     let rt2 = Runtime::from_inner(rt.clone());
                     rt.spawn(async move { rt2.serve_inbound(msg).await });
+                }
+            }
+        });
+        let mut tells = transport.register(TELL_SERVICE, 1024);
+        inner.spawn({
+            let weak = weak.clone();
+            async move {
+                while let Some(msg) = tells.recv().await {
+                    let Some(rt) = weak.upgrade() else { return };
+                    Runtime::from_inner(rt).serve_tells(msg);
                 }
             }
         });
@@ -360,6 +373,15 @@ impl Runtime {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The placement in use, borrowed: cheaper than [`Runtime::placement`] on hot paths.
+    /// Never lock a shard while holding it (a waiting writer would block its readers).
+    pub(crate) fn placement_ref(&self) -> std::sync::RwLockReadGuard<'_, Arc<Placement>> {
+        self.inner
+            .placement
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// The epoch of the shard table in use (0: none yet).

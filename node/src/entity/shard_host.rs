@@ -47,6 +47,10 @@ pub(crate) enum Mode {
 pub(crate) struct Active {
     pub tx: mpsc::Sender<ActorMsg>,
     pub last_used: Instant,
+    /// Used since `last_used` was set: the tell fast path sets this instead of reading the
+    /// clock, and the next maintenance pass (every 500 ms) moves `last_used` to its own
+    /// time, so passivation may come up to one pass late, never early.
+    pub used: bool,
     /// Distinguishes this actor from a later one of the same entity.
     pub id: u64,
     /// Told to stop (passivation): no new command goes to it, and no new actor of the entity

@@ -34,6 +34,17 @@ impl RuntimeStats {
 }
 
 impl Runtime {
+    /// Tells dropped on this node since it started because a queue was full (an entity's
+    /// mailbox, or the lane to another node): tells are at most once, and this is how many
+    /// of them were not delivered for want of room.
+    pub fn tells_dropped(&self) -> u64 {
+        self.inner
+            .metrics
+            .kinds()
+            .map(|(_, k)| k.tells_dropped.get())
+            .sum()
+    }
+
     /// Counts shards by role, active entities by kind and unreplicated writes.
     pub fn stats(&self) -> RuntimeStats {
         let placement = self.placement();

@@ -11,12 +11,67 @@ use super::error::AskError;
 pub const ENTITY_SERVICE: ServiceId = ServiceId(2);
 /// Shard handoffs.
 pub const HANDOFF_SERVICE: ServiceId = ServiceId(3);
+/// Batches of tells to one node ([`TellBatch`]).
+pub const TELL_SERVICE: ServiceId = ServiceId(5);
 
 /// An entity: its kind and id.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct EntityRef {
     pub kind: String,
     pub id: String,
+}
+
+/// An entity's address as borrowed strings, so that maps keyed by [`EntityRef`] can be
+/// searched without allocating one (a tell looks its actor up this way).
+pub(crate) trait EntityKey {
+    fn kind(&self) -> &str;
+    fn id(&self) -> &str;
+}
+
+impl EntityKey for EntityRef {
+    fn kind(&self) -> &str {
+        &self.kind
+    }
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl EntityKey for (&str, &str) {
+    fn kind(&self) -> &str {
+        self.0
+    }
+    fn id(&self) -> &str {
+        self.1
+    }
+}
+
+impl std::hash::Hash for dyn EntityKey + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.kind().hash(state);
+        self.id().hash(state);
+    }
+}
+
+impl PartialEq for dyn EntityKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind() == other.kind() && self.id() == other.id()
+    }
+}
+
+impl Eq for dyn EntityKey + '_ {}
+
+/// Hashes exactly as its borrowed form does (`Borrow` requires it).
+impl std::hash::Hash for EntityRef {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self as &dyn EntityKey).hash(state);
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn EntityKey + 'a> for EntityRef {
+    fn borrow(&self) -> &(dyn EntityKey + 'a) {
+        self
+    }
 }
 
 impl EntityRef {
@@ -45,6 +100,13 @@ pub struct EntityRequest {
     pub epoch: u64,
     /// Already forwarded once by a node that did not own the shard.
     pub forwarded: bool,
+}
+
+/// Tells to one node, in the order they were told: one frame for many tells, so a flood
+/// costs one encode, one frame and one dispatch per batch instead of per message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TellBatch {
+    pub tells: Vec<EntityRequest>,
 }
 
 /// The outcome of an entity request.

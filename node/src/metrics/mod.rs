@@ -30,6 +30,8 @@ pub(crate) struct KindMetrics {
     pub messages_in: Counter,
     /// Entity messages sent to other nodes.
     pub messages_out: Counter,
+    /// Tells dropped here because their entity's mailbox was full.
+    pub tells_dropped: Counter,
     pub asks_ok: Histogram,
     pub asks_failed: Histogram,
 }
@@ -42,6 +44,7 @@ impl KindMetrics {
             commands: Counter::default(),
             messages_in: Counter::default(),
             messages_out: Counter::default(),
+            tells_dropped: Counter::default(),
             asks_ok: histogram(),
             asks_failed: histogram(),
         }

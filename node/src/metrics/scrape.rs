@@ -94,6 +94,11 @@ fn events(r: &mut Registry, m: &NodeMetrics) {
         "Entity messages sent to other nodes",
         per_kind(|k| &k.messages_out),
     );
+    r.register(
+        "tells_dropped",
+        "Tells dropped because their entity's mailbox was full (tells are at most once)",
+        per_kind(|k| &k.tells_dropped),
+    );
     let asks: Vec<([(&str, String); 2], Histogram)> = m
         .kinds()
         .flat_map(|(k, km)| {
