@@ -35,6 +35,10 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Bulk replica requests in flight at once per node: with chunks of at most 1 MiB, this
+/// bounds the memory recoveries and installs hold.
+const BULK_IN_FLIGHT: usize = 64;
+
 /// Settings of the entity runtime.
 #[derive(Clone)]
 pub struct EntitySettings {
@@ -53,7 +57,9 @@ pub struct EntitySettings {
     pub drain_timeout: Duration,
     /// Limit on one replica-protocol request (default 5 s).
     pub replica_timeout: Duration,
-    /// Shards recovering at once on this node (default 64).
+    /// Shards recovering at once on this node (default 256). Recovery is mostly waiting
+    /// (round trips, durable writes), so many at once share group commits; the bytes in
+    /// flight are bounded separately (64 bulk requests of at most 1 MiB).
     pub recovery_concurrency: usize,
     /// Simulator only: seeded faults in replication and handoff (delayed acks, dropped
     /// chunks).
@@ -89,7 +95,7 @@ impl Default for EntitySettings {
             handoff_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(1),
             replica_timeout: Duration::from_secs(5),
-            recovery_concurrency: 64,
+            recovery_concurrency: 256,
             buggify: false,
             fencing_bug: false,
             observer: None,
@@ -126,6 +132,8 @@ pub(crate) struct RuntimeInner {
     /// Tells to other nodes, batched per peer.
     pub tells: super::tell_lane::TellLanes,
     pub activations: Semaphore,
+    /// Bulk replica requests (versions, entries, install chunks) in flight at once.
+    pub bulk: Semaphore,
     /// Woken when a log advances or a backup is installed (drains and activations wait).
     pub progress: Notify,
     /// The newest epoch published as `shards_ready`.
@@ -272,6 +280,7 @@ impl Runtime {
                 history: Vec::new(),
             })),
             activations: Semaphore::new(settings.recovery_concurrency.max(1)),
+            bulk: Semaphore::new(BULK_IN_FLIGHT),
             settings,
             rng,
             tasks: Mutex::new(tasks),

@@ -139,7 +139,12 @@ impl<R> PrimaryLog<R> {
             version,
             state,
         };
-        self.tail.push_back(entry.clone());
+        if self.backups.is_empty() {
+            // Nobody will ever need the tail (R = 1): keep it empty.
+            self.tail_base = version.seq;
+        } else {
+            self.tail.push_back(entry.clone());
+        }
         entry
     }
 
@@ -228,14 +233,31 @@ impl<R> PrimaryLog<R> {
 
     /// Recomputes `committed` and returns the replies that may go.
     fn advance(&mut self) -> Vec<R> {
-        let mut stored: Vec<u64> = std::iter::once(self.local)
-            .chain(self.backups.iter().map(|b| b.acked))
-            .collect();
-        stored.sort_unstable_by(|a, b| b.cmp(a));
-        if let Some(c) = stored.get(self.majority - 1) {
-            self.committed = self.committed.max((*c).min(self.last_seq()));
+        // The majority-th highest of what each replica stored is committed.
+        let stored = std::iter::once(self.local).chain(self.backups.iter().map(|b| b.acked));
+        let c = if self.backups.len() < 16 {
+            let mut on_stack = [0u64; 16];
+            let mut n = 0;
+            for (slot, v) in on_stack.iter_mut().zip(stored) {
+                *slot = v;
+                n += 1;
+            }
+            let s = &mut on_stack[..n];
+            s.sort_unstable_by(|a, b| b.cmp(a));
+            s.get(self.majority - 1).copied()
+        } else {
+            let mut s: Vec<u64> = stored.collect();
+            s.sort_unstable_by(|a, b| b.cmp(a));
+            s.get(self.majority - 1).copied()
+        };
+        if let Some(c) = c {
+            self.committed = self.committed.max(c.min(self.last_seq()));
         }
         let mut out = Vec::new();
+        if self.writes.is_empty() && self.reads.is_empty() {
+            self.trim();
+            return out;
+        }
         while self
             .writes
             .front()

@@ -54,6 +54,12 @@ impl Runtime {
         addr: SocketAddr,
         req: &ReplicaRequest,
     ) -> Result<ReplicaResponse, Stop> {
+        let _permit = self
+            .inner
+            .bulk
+            .acquire()
+            .await
+            .map_err(|_| Stop::Failed("the node is stopping".into()))?;
         self.inner
             .transport
             .request::<_, ReplicaResponse>(
