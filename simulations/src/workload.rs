@@ -8,7 +8,7 @@
 //! After the heal: every shard is served, by its primary, and a final round of asks (every
 //! key, through random nodes) all succeed (`serving-after-heal`, `ask-after-heal`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use shoal::Node;
@@ -290,13 +290,19 @@ pub fn serving_complete(nodes: &[NodeEntities], shards: u32) -> Result<(), Strin
     let Some(table) = &first.table else {
         return Err("no shard table".into());
     };
-    let mut served: BTreeMap<u32, &str> = BTreeMap::new();
+    // Who serves each shard (the last node listed, as a map would keep); sampled four
+    // times a gossip round, so a vector, not a map.
+    let mut served: Vec<Option<&str>> = vec![None; shards as usize];
     for n in nodes {
         for &s in &n.serving {
-            served.insert(s, &n.name);
+            if let Some(slot) = served.get_mut(s as usize) {
+                *slot = Some(&n.name);
+            }
         }
     }
-    let missing: BTreeSet<u32> = (0..shards).filter(|s| !served.contains_key(s)).collect();
+    let missing: Vec<u32> = (0..shards)
+        .filter(|&s| served[s as usize].is_none())
+        .collect();
     if !missing.is_empty() {
         return Err(format!(
             "{} shards are served by no node (first: {:?})",
@@ -304,9 +310,10 @@ pub fn serving_complete(nodes: &[NodeEntities], shards: u32) -> Result<(), Strin
             missing.iter().take(5).collect::<Vec<_>>()
         ));
     }
-    for (s, who) in &served {
-        let primary = table.primary(shoal::sharding::ShardId(*s));
-        if primary != Some(*who) {
+    for (s, who) in served.iter().enumerate() {
+        let Some(who) = *who else { continue };
+        let primary = table.primary(shoal::sharding::ShardId(s as u32));
+        if primary != Some(who) {
             return Err(format!(
                 "shard {s} is served by {who}, its primary is {primary:?}"
             ));

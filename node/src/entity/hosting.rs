@@ -113,7 +113,7 @@ impl Runtime {
     ) -> Option<Command> {
         let mut guard = self.host(shard.0);
         let host = &mut *guard;
-        if host.mode != Mode::Serving {
+        if *host.mode() != Mode::Serving {
             return Some(cmd);
         }
         let Some(a) = host.active.get_mut(&(kind, id) as &dyn EntityKey) else {
@@ -177,11 +177,11 @@ impl Runtime {
         loaded: &Option<Option<Record>>,
     ) -> Step {
         let mut host = self.host(shard.0);
-        match &host.mode {
+        match &host.mode() {
             Mode::Serving => {}
             Mode::Recovering | Mode::Draining => {
                 if host.buffer.len() >= RECEIVE_BUFFER {
-                    let state = format!("{:?}", host.mode).to_lowercase();
+                    let state = format!("{:?}", host.mode()).to_lowercase();
                     drop(host);
                     cmd.reply.fail(AskError::Unavailable(format!(
                         "shard {shard} is {state} and its buffer of {RECEIVE_BUFFER} commands is full"
@@ -315,34 +315,45 @@ impl Runtime {
         let over = self
             .active_entities()
             .saturating_sub(self.inner.settings.max_active);
-        let mut retry = Vec::new();
-        // Pass 1: last uses brought up to date; with too many active, the ages of all of
-        // them, to find the newest last use among the `over` least recently used.
+        // Shards out of service after a storage failure, due for another try.
+        let retry: Vec<u32> = self
+            .inner
+            .modes
+            .failed
+            .shards()
+            .filter(|&s| {
+                matches!(self.host(s).mode(), Mode::Failed { retry: Some(at), .. } if *at <= now)
+            })
+            .collect();
+        // Pass 1, over the serving shards only (the others have no actors): last uses
+        // brought up to date; with too many active, the ages of all of them, to find the
+        // newest last use among the `over` least recently used; backups that need an
+        // installation get one.
         let mut ages: Vec<Instant> = Vec::new();
-        for s in 0..self.inner.shards {
+        let mut oldest: Option<Instant> = None;
+        for s in self.inner.modes.serving.shards() {
             let mut host = self.host(s);
-            if let Mode::Failed {
-                retry: Some(at), ..
-            } = host.mode
-                && at <= now
-            {
-                retry.push(s);
+            if !host.is_serving() {
+                continue;
             }
-            if host.is_serving() {
-                for a in host.active.values_mut().filter(|a| !a.stopping) {
-                    if std::mem::take(&mut a.used) {
-                        a.last_used = now;
-                    }
-                    if over > 0 {
-                        ages.push(a.last_used);
-                    }
+            for a in host.active.values_mut().filter(|a| !a.stopping) {
+                if std::mem::take(&mut a.used) {
+                    a.last_used = now;
+                }
+                oldest = Some(oldest.map_or(a.last_used, |o| o.min(a.last_used)));
+                if over > 0 {
+                    ages.push(a.last_used);
                 }
             }
+            self.resync_backups(&mut host, s);
         }
         for s in retry {
             self.retry_storage(s).await;
         }
-        self.resync_backups();
+        // Nothing idle and nothing over the limit: no second pass.
+        if over == 0 && oldest.is_none_or(|o| now.duration_since(o) < idle) {
+            return;
+        }
         // The `over` oldest: all older than the cutoff, and enough of those at it (many share
         // one last use: the pass that noticed them).
         let (lru_cutoff, mut at_cutoff) = match over.min(ages.len()) {
@@ -355,7 +366,7 @@ impl Runtime {
         };
         // Pass 2: the idle and those least recently used stop (no key is copied, no list of
         // every entity sorted: with 100 000 active this runs every half second).
-        for s in 0..self.inner.shards {
+        for s in self.inner.modes.serving.shards() {
             let mut host = self.host(s);
             if !host.is_serving() {
                 continue;
@@ -404,11 +415,11 @@ impl Runtime {
             return;
         }
         let mut host = self.host(s);
-        if !matches!(host.mode, Mode::Failed { .. }) {
+        if !matches!(host.mode(), Mode::Failed { .. }) {
             return;
         }
         host.replica.failed = None;
-        host.mode = Mode::Idle;
+        host.set_mode(Mode::Idle);
         drop(host);
         self.reconsider(s);
     }

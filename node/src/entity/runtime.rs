@@ -23,7 +23,7 @@ use tokio::task::AbortHandle;
 use tracing::Instrument;
 
 use super::actor::ErasedKind;
-use super::shard_host::{Mode, ShardHost};
+use super::shard_host::{Mode, ModeIndex, ShardHost};
 use super::wire::{ENTITY_SERVICE, HANDOFF_SERVICE, TELL_SERVICE};
 use crate::metrics::NodeMetrics;
 use crate::replication::{
@@ -121,6 +121,8 @@ pub(crate) struct RuntimeInner {
     pub kinds: HashMap<String, Arc<dyn ErasedKind>>,
     pub shards: u32,
     pub hosts: Vec<Mutex<ShardHost>>,
+    /// Which shards serve here and which failed, kept by the hosts (see [`ModeIndex`]).
+    pub modes: Arc<ModeIndex>,
     pub placement: RwLock<Arc<Placement>>,
     pub settings: EntitySettings,
     pub rng: NodeRng,
@@ -175,7 +177,7 @@ impl RuntimeInner {
         }
         for host in &self.hosts {
             let mut h = lock(host);
-            h.mode = Mode::Idle;
+            h.set_mode(Mode::Idle);
             h.active.clear();
             if let Some(mut log) = h.log.take() {
                 let (writes, reads) = log.close();
@@ -243,16 +245,17 @@ impl Runtime {
             tasks.push(tokio::spawn(f.in_current_span()).abort_handle());
         });
         let mut hosts = Vec::with_capacity(shards as usize);
+        let modes = Arc::new(ModeIndex::new(shards));
         let mut loaded_shards = loaded.shards;
         for s in 0..shards {
             let replica = ReplicaShard::from_loaded(loaded_shards.remove(&s).unwrap_or_default());
-            let mut host = ShardHost::new(replica);
+            let mut host = ShardHost::new(s, replica, modes.clone());
             if let Some(e) = loaded.failed.get(&s) {
                 host.replica.failed = Some(e.to_string());
-                host.mode = Mode::Failed {
+                host.set_mode(Mode::Failed {
                     reason: format!("shard {s} on {}: {e}", transport.name()),
                     retry: None,
-                };
+                });
             }
             hosts.push(Mutex::new(host));
         }
@@ -272,6 +275,7 @@ impl Runtime {
             kinds,
             shards,
             hosts,
+            modes,
             placement: RwLock::new(Arc::new(Placement {
                 epoch: 0,
                 table: None,
@@ -406,10 +410,7 @@ impl Runtime {
 
     /// The shards this node serves right now.
     pub fn serving(&self) -> Vec<ShardId> {
-        (0..self.inner.shards)
-            .filter(|&s| self.host(s).is_serving())
-            .map(ShardId)
-            .collect()
+        self.inner.modes.serving.shards().map(ShardId).collect()
     }
 
     /// Shards this node serves, with the epoch each serves in.
@@ -425,7 +426,7 @@ impl Runtime {
     /// Shards this node is primary for but does not serve yet (recovering).
     pub fn recovering(&self) -> Vec<ShardId> {
         (0..self.inner.shards)
-            .filter(|&s| matches!(self.host(s).mode, Mode::Recovering))
+            .filter(|&s| matches!(self.host(s).mode(), Mode::Recovering))
             .map(ShardId)
             .collect()
     }
@@ -433,7 +434,7 @@ impl Runtime {
     /// Shards out of service here because their storage failed, with the reason.
     pub fn failed_shards(&self) -> Vec<(ShardId, String)> {
         (0..self.inner.shards)
-            .filter_map(|s| match &self.host(s).mode {
+            .filter_map(|s| match &self.host(s).mode() {
                 Mode::Failed { reason, .. } => Some((ShardId(s), reason.clone())),
                 _ => None,
             })

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::{Notify, mpsc};
 use tokio::task::AbortHandle;
@@ -58,8 +59,68 @@ pub(crate) struct Active {
     pub stopping: bool,
 }
 
+/// One bit per shard, readable without the shard's lock.
+pub(crate) struct ShardBits {
+    words: Box<[AtomicU64]>,
+}
+
+impl ShardBits {
+    fn new(shards: u32) -> Self {
+        Self {
+            words: (0..shards.div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        }
+    }
+
+    fn set(&self, shard: u32, on: bool) {
+        let (word, bit) = (&self.words[(shard / 64) as usize], 1u64 << (shard % 64));
+        if on {
+            word.fetch_or(bit, Ordering::Release);
+        } else {
+            word.fetch_and(!bit, Ordering::Release);
+        }
+    }
+
+    /// The shards whose bit is set, in order.
+    pub fn shards(&self) -> impl Iterator<Item = u32> + '_ {
+        self.words.iter().enumerate().flat_map(|(i, w)| {
+            let mut bits = w.load(Ordering::Acquire);
+            std::iter::from_fn(move || {
+                (bits != 0).then(|| {
+                    let b = bits.trailing_zeros();
+                    bits &= bits - 1;
+                    i as u32 * 64 + b
+                })
+            })
+        })
+    }
+}
+
+/// Which shards serve on this node and which are out of service after a storage failure,
+/// kept by [`ShardHost::set_mode`] under each shard's lock. The simulator's checkers,
+/// `/metrics` and the maintenance pass (twice a second) look at a few shards out of 1 024;
+/// taking every shard's lock to find them showed in profiles.
+pub(crate) struct ModeIndex {
+    pub serving: ShardBits,
+    pub failed: ShardBits,
+}
+
+impl ModeIndex {
+    pub fn new(shards: u32) -> Self {
+        Self {
+            serving: ShardBits::new(shards),
+            failed: ShardBits::new(shards),
+        }
+    }
+}
+
 pub(crate) struct ShardHost {
-    pub mode: Mode,
+    /// Private: every change goes through [`ShardHost::set_mode`], which keeps the node's
+    /// [`ModeIndex`] in step.
+    mode: Mode,
+    shard: u32,
+    index: Arc<ModeIndex>,
     /// The epoch the mode was set in.
     pub epoch: u64,
     pub active: HashMap<EntityRef, Active>,
@@ -77,9 +138,11 @@ pub(crate) struct ShardHost {
 }
 
 impl ShardHost {
-    pub fn new(replica: ReplicaShard) -> Self {
+    pub fn new(shard: u32, replica: ReplicaShard, index: Arc<ModeIndex>) -> Self {
         Self {
             mode: Mode::Idle,
+            shard,
+            index,
             epoch: 0,
             active: HashMap::new(),
             buffer: Vec::new(),
@@ -93,6 +156,22 @@ impl ShardHost {
 
     pub fn is_serving(&self) -> bool {
         matches!(self.mode, Mode::Serving)
+    }
+
+    pub fn mode(&self) -> &Mode {
+        &self.mode
+    }
+
+    pub fn set_mode(&mut self, mode: Mode) {
+        let serving = matches!(mode, Mode::Serving);
+        let failed = matches!(mode, Mode::Failed { .. });
+        if serving != self.is_serving() {
+            self.index.serving.set(self.shard, serving);
+        }
+        if failed != matches!(self.mode, Mode::Failed { .. }) {
+            self.index.failed.set(self.shard, failed);
+        }
+        self.mode = mode;
     }
 
     /// How many entities this node's replica of the shard holds.
@@ -109,5 +188,38 @@ impl ShardHost {
             let _ = a.tx.try_send(ActorMsg::Stop);
         }
         n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mode_index_follows_every_mode_change() {
+        let index = Arc::new(ModeIndex::new(130));
+        let mut hosts: Vec<ShardHost> = (0..130)
+            .map(|s| ShardHost::new(s, ReplicaShard::default(), index.clone()))
+            .collect();
+        for s in [0, 63, 64, 129] {
+            hosts[s].set_mode(Mode::Recovering);
+            hosts[s].set_mode(Mode::Serving);
+        }
+        hosts[64].set_mode(Mode::Serving);
+        let set = &index.serving;
+        assert_eq!(set.shards().collect::<Vec<_>>(), [0, 63, 64, 129]);
+        hosts[63].set_mode(Mode::Draining);
+        hosts[129].set_mode(Mode::Failed {
+            reason: "disk".into(),
+            retry: None,
+        });
+        assert_eq!(set.shards().collect::<Vec<_>>(), [0, 64]);
+        assert_eq!(index.failed.shards().collect::<Vec<_>>(), [129]);
+        hosts[129].set_mode(Mode::Idle);
+        assert_eq!(index.failed.shards().count(), 0);
+        let serving: Vec<u32> = (0..130)
+            .filter(|&s| hosts[s as usize].is_serving())
+            .collect();
+        assert_eq!(set.shards().collect::<Vec<_>>(), serving);
     }
 }

@@ -59,7 +59,7 @@ impl Runtime {
                     .any(|r| r == self.inner.name)
             });
             let host = self.host(s);
-            match host.mode {
+            match host.mode() {
                 Mode::Serving => stats.serving += 1,
                 Mode::Recovering => stats.recovering += 1,
                 Mode::Draining => stats.draining += 1,

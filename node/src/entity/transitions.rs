@@ -144,10 +144,10 @@ impl Runtime {
         let me = self.inner.name.as_str();
         let mine = p.member && table.primary(ShardId(s)) == Some(me);
         let mut host = self.host(s);
-        if matches!(host.mode, Mode::Failed { .. }) {
+        if matches!(host.mode(), Mode::Failed { .. }) {
             return None;
         }
-        let was = host.mode.clone();
+        let was = host.mode().clone();
         if mine {
             if host.epoch == p.epoch && matches!(was, Mode::Recovering | Mode::Serving) {
                 return None;
@@ -175,7 +175,7 @@ impl Runtime {
                 replicas: self.replica_set(table, s, &p.addrs, &p.addrs),
                 complete,
             };
-            host.mode = Mode::Recovering;
+            host.set_mode(Mode::Recovering);
             host.epoch = p.epoch;
             host.task = Some(self.inner.spawn(self.clone().activate(s, plan)));
             return Some(true);
@@ -186,13 +186,13 @@ impl Runtime {
                 if let Some(t) = host.task.take() {
                     t.abort();
                 }
-                host.mode = Mode::Draining;
+                host.set_mode(Mode::Draining);
                 host.complete = false;
                 host.task = Some(self.inner.spawn(self.clone().hand_over(s)));
                 Some(false)
             }
             Mode::Moved { epoch, .. } if epoch <= p.epoch => {
-                host.mode = Mode::Idle;
+                host.set_mode(Mode::Idle);
                 None
             }
             _ => None,
@@ -218,7 +218,7 @@ impl Runtime {
         }
         let p = self.placement();
         let mut host = self.host(s);
-        if host.mode != Mode::Draining {
+        if *host.mode() != Mode::Draining {
             return;
         }
         let next = match p.table.as_ref().and_then(|t| t.primary(ShardId(s))) {
@@ -244,7 +244,7 @@ impl Runtime {
                 let notified = self.inner.progress.notified();
                 let mine = (0..self.inner.shards).any(|s| {
                     matches!(
-                        self.host(s).mode,
+                        self.host(s).mode(),
                         Mode::Serving | Mode::Recovering | Mode::Draining
                     )
                 });

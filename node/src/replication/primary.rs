@@ -212,7 +212,7 @@ impl Runtime {
                 }
             }
         }
-        host.mode = next;
+        host.set_mode(next);
         host.complete = false;
         self.inner.progress.notify_waiters();
     }
@@ -297,25 +297,12 @@ impl Runtime {
         });
     }
 
-    /// Schedules the installation of every backup that needs one, on shards that serve.
-    pub(crate) fn resync_backups(&self) {
-        for s in 0..self.inner.shards {
-            let mut host = self.host(s);
-            if !host.is_serving() {
-                continue;
-            }
-            let unsynced: Vec<usize> = host
-                .log
-                .as_ref()
-                .map(|l| {
-                    (0..l.backups.len())
-                        .filter(|i| l.backups[*i].progress == Progress::Unsynced)
-                        .collect()
-                })
-                .unwrap_or_default();
-            for i in unsynced {
-                self.schedule_sync(&mut host, s, i);
-            }
+    /// Schedules the installation of every backup of a serving shard that needs one
+    /// ([`Runtime::schedule_sync`] skips the others).
+    pub(crate) fn resync_backups(&self, host: &mut ShardHost, shard: u32) {
+        let backups = host.log.as_ref().map_or(0, |l| l.backups.len());
+        for i in 0..backups {
+            self.schedule_sync(host, shard, i);
         }
     }
 

@@ -91,7 +91,7 @@ impl Runtime {
 
     fn still_recovering(&self, shard: u32, epoch: u64) -> bool {
         let h = self.host(shard);
-        h.mode == Mode::Recovering && h.epoch == epoch
+        *h.mode() == Mode::Recovering && h.epoch == epoch
     }
 
     async fn try_activate(&self, shard: u32, plan: &Plan) -> Result<(), Stop> {
@@ -109,10 +109,10 @@ impl Runtime {
         self.install(shard, plan).await?;
         let buffered = {
             let mut host = self.host(shard);
-            if host.mode != Mode::Recovering || host.epoch != epoch {
+            if *host.mode() != Mode::Recovering || host.epoch != epoch {
                 return Ok(());
             }
-            host.mode = Mode::Serving;
+            host.set_mode(Mode::Serving);
             host.complete = true;
             std::mem::take(&mut host.buffer)
         };
@@ -372,7 +372,7 @@ impl Runtime {
         let epoch = plan.epoch;
         let rx = {
             let mut host = self.host(shard);
-            if host.mode != Mode::Recovering || host.epoch != epoch {
+            if *host.mode() != Mode::Recovering || host.epoch != epoch {
                 return Err(Stop::Failed("the shard's plan changed".into()));
             }
             // Writes this node numbered in this epoch already (it activates again after a
@@ -410,7 +410,7 @@ impl Runtime {
             let notified = self.inner.progress.notified();
             {
                 let mut host = self.host(shard);
-                if host.mode != Mode::Recovering || host.epoch != epoch {
+                if *host.mode() != Mode::Recovering || host.epoch != epoch {
                     return Err(Stop::Failed("the shard's plan changed".into()));
                 }
                 let Some(log) = host.log.as_ref() else {

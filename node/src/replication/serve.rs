@@ -277,7 +277,7 @@ impl Runtime {
                     )));
                 }
                 if host.is_serving() {
-                    host.mode = Mode::Draining;
+                    host.set_mode(Mode::Draining);
                 }
                 Pending::Fence {
                     shard,
@@ -322,7 +322,7 @@ impl Runtime {
                 ));
                 continue;
             }
-            if matches!(host.mode, Mode::Recovering) && host.epoch > epoch {
+            if matches!(host.mode(), Mode::Recovering) && host.epoch > epoch {
                 // This node recovers the shard for a newer epoch than the fencer's.
                 pending.push((
                     n,
@@ -334,8 +334,11 @@ impl Runtime {
                 continue;
             }
             let was_primary = host.log.is_some()
-                || matches!(host.mode, Mode::Recovering | Mode::Draining | Mode::Serving);
-            if was_primary && !matches!(host.mode, Mode::Failed { .. }) {
+                || matches!(
+                    host.mode(),
+                    Mode::Recovering | Mode::Draining | Mode::Serving
+                );
+            if was_primary && !matches!(host.mode(), Mode::Failed { .. }) {
                 info!(node = %self.inner.name, shard, epoch, to = %primary, "handing the shard over to its new primary");
                 self.step_down(
                     shard,
