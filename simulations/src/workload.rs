@@ -295,9 +295,10 @@ pub fn serving_complete(nodes: &[NodeEntities], shards: u32) -> Result<(), Strin
     let mut served: Vec<Option<&str>> = vec![None; shards as usize];
     for n in nodes {
         for &s in &n.serving {
-            if let Some(slot) = served.get_mut(s as usize) {
-                *slot = Some(&n.name);
-            }
+            let Some(slot) = served.get_mut(s as usize) else {
+                return Err(format!("{} serves shard {s}, outside 0..{shards}", n.name));
+            };
+            *slot = Some(&n.name);
         }
     }
     let missing: Vec<u32> = (0..shards)

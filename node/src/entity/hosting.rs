@@ -113,7 +113,7 @@ impl Runtime {
     ) -> Option<Command> {
         let mut guard = self.host(shard.0);
         let host = &mut *guard;
-        if *host.mode() != Mode::Serving {
+        if !host.is_serving() {
             return Some(cmd);
         }
         let Some(a) = host.active.get_mut(&(kind, id) as &dyn EntityKey) else {
@@ -177,7 +177,7 @@ impl Runtime {
         loaded: &Option<Option<Record>>,
     ) -> Step {
         let mut host = self.host(shard.0);
-        match &host.mode() {
+        match host.mode() {
             Mode::Serving => {}
             Mode::Recovering | Mode::Draining => {
                 if host.buffer.len() >= RECEIVE_BUFFER {

@@ -46,7 +46,7 @@ impl Runtime {
             return Route::Wait("this node knows no cluster configuration yet".into());
         };
         let shard = shard_of(kind, id.as_bytes(), self.inner.shards);
-        if let Mode::Moved { to, addr, epoch } = &self.host(shard.0).mode()
+        if let Mode::Moved { to, addr, epoch } = self.host(shard.0).mode()
             && *epoch > p.epoch
         {
             return Route::Remote(shard, Peer::named(to.clone(), *addr), *epoch);

@@ -415,7 +415,10 @@ impl Runtime {
 
     /// Shards this node serves, with the epoch each serves in.
     pub fn serving_epochs(&self) -> Vec<(ShardId, u64)> {
-        (0..self.inner.shards)
+        self.inner
+            .modes
+            .serving
+            .shards()
             .filter_map(|s| {
                 let h = self.host(s);
                 h.is_serving().then_some((ShardId(s), h.epoch))
@@ -433,8 +436,11 @@ impl Runtime {
 
     /// Shards out of service here because their storage failed, with the reason.
     pub fn failed_shards(&self) -> Vec<(ShardId, String)> {
-        (0..self.inner.shards)
-            .filter_map(|s| match &self.host(s).mode() {
+        self.inner
+            .modes
+            .failed
+            .shards()
+            .filter_map(|s| match self.host(s).mode() {
                 Mode::Failed { reason, .. } => Some((ShardId(s), reason.clone())),
                 _ => None,
             })

@@ -98,9 +98,10 @@ impl ShardBits {
 }
 
 /// Which shards serve on this node and which are out of service after a storage failure,
-/// kept by [`ShardHost::set_mode`] under each shard's lock. The simulator's checkers,
-/// `/metrics` and the maintenance pass (twice a second) look at a few shards out of 1 024;
-/// taking every shard's lock to find them showed in profiles.
+/// kept by [`ShardHost::set_mode`] under each shard's lock. The simulator's checkers (four
+/// times a gossip round), the dashboard's `/shards` and the maintenance pass (twice a
+/// second) look at a few shards out of 1 024; taking every shard's lock to find them
+/// showed in profiles.
 pub(crate) struct ModeIndex {
     pub serving: ShardBits,
     pub failed: ShardBits,
