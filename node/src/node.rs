@@ -258,7 +258,8 @@ impl Node {
 
     /// Graceful stop: announce `leaving`, wait for the configuration without this node, wait
     /// until every shard this node was primary of is served by its new primary (at most
-    /// `handoff_timeout`), then close every connection.
+    /// `handoff_timeout`), then close every connection and give the port back. Bounded: at
+    /// most `leave_grace` + `handoff_timeout` + 2 s (the transport's close).
     pub async fn leave(&self) {
         self.inner.membership.announce_leave().await;
         let bound = self.inner.config.entities.handoff_timeout;

@@ -345,7 +345,7 @@ struct Owner(Arc<Shared>);
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        self.0.tasks.abort_all();
+        drop(self.0.tasks.abort_all());
         self.0
             .endpoint
             .close(VarInt::from_u32(close_code::SHUTDOWN), b"node stopped");
@@ -565,10 +565,12 @@ impl Transport {
             .unwrap_or(Err(RequestError::Timeout(timeout)))
     }
 
-    /// Closes every connection with an orderly close and waits (briefly) for the peers to be
-    /// told, then stops all tasks.
+    /// Closes every connection with an orderly close and waits (at most 1 s) for the peers
+    /// to be told, then stops all tasks and gives the UDP port back, even while this handle
+    /// or a connection lives on.
     pub async fn shutdown(&self) {
-        for conn in self.shared.peers.all_connections() {
+        let conns = self.shared.peers.take_all();
+        for conn in &conns {
             conn.quic.close(
                 VarInt::from_u32(close_code::SHUTDOWN),
                 b"node shutting down",
@@ -580,6 +582,16 @@ impl Transport {
         );
         let _ =
             tokio::time::timeout(Duration::from_secs(1), self.shared.endpoint.wait_idle()).await;
-        self.shared.tasks.abort_all();
+        // Aborted tasks drop what they hold (connections among it) only when next polled.
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.shared.tasks.stop_all()).await;
+        drop(conns);
+        // Give the port back now. quinn keeps the old socket as a fallback until traffic
+        // arrives on the new one, so the second swap is what drops it.
+        for _ in 0..2 {
+            let released = Arc::new(crate::socket::Released::new(self.shared.local_addr));
+            if let Err(e) = self.shared.endpoint.rebind_abstract(released) {
+                debug!(error = %e, "could not release the socket");
+            }
+        }
     }
 }

@@ -146,7 +146,13 @@ impl Peers {
         peers
     }
 
-    /// Every connection, for shutdown.
+    /// Every connection, forgotten: for shutdown, so no handle keeps quinn's connection
+    /// state (and through it the socket) alive.
+    pub(crate) fn take_all(&self) -> Vec<Arc<Conn>> {
+        self.lock().drain().flat_map(|(_, s)| s.conns).collect()
+    }
+
+    /// Every connection.
     pub(crate) fn all_connections(&self) -> Vec<Arc<Conn>> {
         self.lock()
             .values()

@@ -3,12 +3,12 @@
 
 use std::sync::Mutex;
 
-use tokio::task::AbortHandle;
+use tokio::task::JoinHandle;
 use tracing::{Instrument, Span};
 
 #[derive(Debug)]
 pub(crate) struct TaskSet {
-    handles: Mutex<Vec<AbortHandle>>,
+    handles: Mutex<Vec<JoinHandle<()>>>,
     /// The span current when the transport was bound (the node's, when a node owns it), so
     /// the logs of every task say which node wrote them even with several in one process.
     span: Span,
@@ -28,7 +28,7 @@ impl TaskSet {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        let handle = tokio::spawn(fut.instrument(self.span.clone())).abort_handle();
+        let handle = tokio::spawn(fut.instrument(self.span.clone()));
         let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
         // Forget finished tasks now and then so the list stays proportional to live tasks.
         if handles.len() >= 64 && handles.len().is_power_of_two() {
@@ -37,10 +37,19 @@ impl TaskSet {
         handles.push(handle);
     }
 
-    pub(crate) fn abort_all(&self) {
+    /// Aborts every task; returns their handles, to wait for the tasks to be dropped.
+    pub(crate) fn abort_all(&self) -> Vec<JoinHandle<()>> {
         let handles = std::mem::take(&mut *self.handles.lock().unwrap_or_else(|e| e.into_inner()));
-        for h in handles {
+        for h in &handles {
             h.abort();
+        }
+        handles
+    }
+
+    /// Aborts every task and waits until each is gone, with everything it held.
+    pub(crate) async fn stop_all(&self) {
+        for h in self.abort_all() {
+            let _ = h.await;
         }
     }
 }

@@ -301,6 +301,25 @@ async fn reconnects_after_the_peer_restarts_gracefully_or_crashes() {
     assert_eq!(echo(&a, &b, 20).await.unwrap().n, 21);
 }
 
+#[tokio::test]
+async fn shutdown_gives_the_port_back_while_the_handle_lives() {
+    let ca = ClusterCa::generate("test").unwrap();
+    let a = node(&ca, "a").await;
+    let b = node(&ca, "b").await;
+    serve_echo(&b);
+    assert_eq!(echo(&a, &b, 1).await.unwrap().n, 2);
+    let addr = a.local_addr();
+    a.shutdown().await;
+    // `a` is still alive here; before, its endpoint kept the socket until every handle
+    // was dropped and every closing connection had drained.
+    let rebound = std::net::UdpSocket::bind(addr);
+    assert!(
+        rebound.is_ok(),
+        "port still held after shutdown: {rebound:?}"
+    );
+    drop(a);
+}
+
 async fn wait_lost(
     events: &mut tokio::sync::broadcast::Receiver<TransportEvent>,
     name: &str,
