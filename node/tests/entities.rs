@@ -144,10 +144,15 @@ async fn ask_and_tell_from_every_node_reach_entities_on_every_node() {
         .collect();
     assert_eq!(owners.len(), 3, "entities live on every node");
 
-    // Tells arrive (at most once, and on a healthy cluster, once).
+    // Tells arrive (at most once, and on a healthy cluster, once): to running actors (the
+    // counters above) and to entities no actor runs for yet (`fresh`).
+    let fresh: Vec<String> = (0..60).map(|i| format!("t{i}")).collect();
     for node in &nodes {
         for id in &ids {
             node.tell::<Counter>(id, CounterCommand::Add(100));
+        }
+        for id in &fresh {
+            node.tell::<Counter>(id, CounterCommand::Add(5));
         }
     }
     timeout(DEADLINE, async {
@@ -159,6 +164,13 @@ async fn ask_and_tell_from_every_node_reach_entities_on_every_node() {
                     .await
                     .unwrap()
                     == 303;
+            }
+            for id in &fresh {
+                all &= nodes[2]
+                    .ask::<Counter>(id, CounterCommand::Get)
+                    .await
+                    .unwrap()
+                    == 15;
             }
             if all {
                 return;

@@ -21,7 +21,9 @@ use super::error::AskError;
 use super::kind::Entity;
 use super::runtime::{Placement, Runtime};
 use super::shard_host::Mode;
-use super::wire::{ENTITY_SERVICE, EntityRef, EntityRequest, Outcome, TellBatch};
+use super::wire::{
+    ENTITY_SERVICE, EntityKeyRef, EntityRef, EntityRequest, Outcome, TellBatchRef, TellRef,
+};
 
 /// Where a message goes.
 pub(crate) enum Route {
@@ -238,34 +240,33 @@ impl Runtime {
                 Some(back) => command = back,
             }
         }
-        let target = EntityRef::new(K::KIND, id);
-        match self.route(&target) {
+        match self.route_in(&self.placement(), K::KIND, id) {
             Route::Local(shard) => match self.cannot_serve() {
-                None => self.tell_slow(shard, target, command),
-                Some(why) => debug!(%target, reason = %why, "tell dropped"),
+                None => self.tell_slow(shard, EntityRef::new(K::KIND, id), command),
+                Some(why) => debug!(kind = K::KIND, id, reason = %why, "tell dropped"),
             },
             Route::Remote(_, peer, epoch) => {
                 let Some(bytes) = command.payload.encoded() else {
                     return;
                 };
-                let req = EntityRequest {
-                    target,
-                    command: bytes,
+                let tell = TellRef {
+                    target: EntityKeyRef { kind: K::KIND, id },
+                    command: &bytes,
                     chain: Vec::new(),
                     epoch,
                     forwarded: false,
                 };
-                self.tell_remote(&peer, req);
+                self.tell_remote(&peer, &tell);
             }
-            Route::Wait(why) => debug!(%target, reason = %why, "tell dropped"),
+            Route::Wait(why) => debug!(kind = K::KIND, id, reason = %why, "tell dropped"),
         }
     }
 
     /// Queues a tell for another node (see `tell_lane`).
-    fn tell_remote(&self, peer: &Peer, req: EntityRequest) {
-        let metrics = self.inner.metrics.kind(&req.target.kind);
+    fn tell_remote(&self, peer: &Peer, tell: &TellRef<'_>) {
+        let metrics = self.inner.metrics.kind(tell.target.kind);
         let inner = &self.inner;
-        if inner.tells.push(&inner.transport, peer, req, |f| {
+        if inner.tells.push(&inner.transport, peer, tell, |f| {
             inner.spawn(f);
         }) {
             metrics.messages_out.inc();
@@ -275,23 +276,61 @@ impl Runtime {
         }
     }
 
-    /// Takes in a batch of tells from another node: each goes to its actor here without a
-    /// task, or on to its owner once, or is dropped (tells are at most once).
+    /// Takes in a batch of tells from another node, read in place: a tell to a running actor
+    /// of a shard this node serves goes into its mailbox without an allocation or a task;
+    /// the others go on to their owner once, or are dropped (tells are at most once).
     pub(crate) fn serve_tells(&self, msg: shoal_transport::Inbound) {
-        let batch: TellBatch = match msg.decode() {
+        let batch: TellBatchRef<'_> = match postcard::from_bytes(&msg.body) {
             Ok(b) => b,
             Err(e) => {
                 debug!(from = %msg.from, error = %e, "undecodable tell batch dropped");
                 return;
             }
         };
-        for req in batch.tells {
-            self.tell_inbound(req);
+        // Checked once per batch; every tell's shard is checked again under its lock.
+        let placement = self.placement();
+        let serving = self.cannot_serve_in(&placement).is_none();
+        let table = placement.table.as_ref().filter(|_| serving);
+        let me = self.inner.name.as_str();
+        for tell in batch.tells {
+            let TellRef {
+                target: EntityKeyRef { kind, id },
+                command,
+                chain,
+                epoch,
+                forwarded,
+            } = tell;
+            self.inner.metrics.kind(kind).messages_in.inc();
+            let command = msg.body.slice_ref(command);
+            let mut cmd = Command {
+                payload: Payload::Wire(command),
+                chain,
+                reply: ReplyTo::Nobody,
+            };
+            if let Some(t) = table {
+                let shard = shard_of(kind, id.as_bytes(), self.inner.shards);
+                if t.primary(shard) == Some(me) {
+                    match self.tell_active(shard, kind, id, cmd) {
+                        None => continue,
+                        Some(back) => cmd = back,
+                    }
+                }
+            }
+            let Payload::Wire(command) = cmd.payload else {
+                continue;
+            };
+            self.tell_inbound(EntityRequest {
+                target: EntityRef::new(kind, id),
+                command,
+                chain: cmd.chain,
+                epoch,
+                forwarded,
+            });
         }
     }
 
+    /// A tell from another node that did not go straight into a running actor.
     fn tell_inbound(&self, req: EntityRequest) {
-        self.inner.metrics.kind(&req.target.kind).messages_in.inc();
         match self.route(&req.target) {
             Route::Local(shard) => {
                 if let Some(why) = self.cannot_serve() {
@@ -303,20 +342,20 @@ impl Runtime {
                     chain: req.chain,
                     reply: ReplyTo::Nobody,
                 };
-                if let Some(cmd) = self.tell_active(shard, &req.target.kind, &req.target.id, cmd) {
-                    self.tell_slow(shard, req.target, cmd);
-                }
+                self.tell_slow(shard, req.target, cmd);
             }
             Route::Remote(_, peer, _) if !req.forwarded => {
-                let epoch = self.epoch();
-                self.tell_remote(
-                    &peer,
-                    EntityRequest {
-                        forwarded: true,
-                        epoch,
-                        ..req
+                let tell = TellRef {
+                    target: EntityKeyRef {
+                        kind: &req.target.kind,
+                        id: &req.target.id,
                     },
-                );
+                    command: &req.command,
+                    chain: req.chain,
+                    epoch: self.epoch(),
+                    forwarded: true,
+                };
+                self.tell_remote(&peer, &tell);
             }
             Route::Remote(..) | Route::Wait(_) => {
                 debug!(target = %req.target, "tell dropped: not served here")

@@ -6,7 +6,7 @@
 //! task, one frame per batch. A full lane (the peer or the network cannot keep up) drops the
 //! tell and counts it in `shoal_tells_dropped_total`: tells are at most once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -15,16 +15,46 @@ use tokio::sync::Notify;
 use tracing::debug;
 
 use super::runtime::lock;
-use super::wire::{EntityRequest, TELL_SERVICE, TellBatch};
+use super::wire::{TELL_SERVICE, TellRef};
 
 /// Tells waiting for one peer at most; beyond, new ones are dropped.
 const LANE_LIMIT: usize = 65_536;
-/// Tells in one batch at most, and the bytes of their commands.
+/// Tells in one batch at most, and the bytes of their encodings (a batch is closed once it
+/// has reached either).
 const BATCH_TELLS: usize = 4096;
 const BATCH_BYTES: usize = 1024 * 1024;
 
+/// A [`super::wire::TellBatch`] being filled: its tells already encoded, one after the
+/// other, so a tell costs no allocation of its own and the frame is one copy away.
+#[derive(Default)]
+struct Batch {
+    encoded: Vec<u8>,
+    tells: usize,
+}
+
+impl Batch {
+    fn is_open(&self) -> bool {
+        self.tells < BATCH_TELLS && self.encoded.len() < BATCH_BYTES
+    }
+
+    /// The body of the `TellBatch` frame: the tell count, then the tells.
+    fn into_body(self) -> Vec<u8> {
+        let mut body = Vec::with_capacity(self.encoded.len() + 10);
+        body = postcard::to_extend(&self.tells, body).unwrap_or_default();
+        body.extend_from_slice(&self.encoded);
+        body
+    }
+}
+
+#[derive(Default)]
+struct Queue {
+    batches: VecDeque<Batch>,
+    /// Tells in `batches`.
+    tells: usize,
+}
+
 struct Lane {
-    queue: Mutex<Vec<EntityRequest>>,
+    queue: Mutex<Queue>,
     wake: Notify,
 }
 
@@ -36,13 +66,13 @@ pub(crate) struct TellLanes {
 }
 
 impl TellLanes {
-    /// Queues `req` for `peer`; `false` if its lane is full (the tell is dropped). `spawn`
+    /// Queues `tell` for `peer`; `false` if its lane is full (the tell is dropped). `spawn`
     /// starts the lane's task the first time.
     pub(crate) fn push(
         &self,
         transport: &Transport,
         peer: &Peer,
-        req: EntityRequest,
+        tell: &TellRef<'_>,
         spawn: impl FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>),
     ) -> bool {
         let name = peer.name.as_deref().unwrap_or_default();
@@ -53,7 +83,7 @@ impl TellLanes {
                 // New, or another node at that address now: a lane of its own.
                 _ => {
                     let l = Arc::new(Lane {
-                        queue: Mutex::new(Vec::new()),
+                        queue: Mutex::new(Queue::default()),
                         wake: Notify::new(),
                     });
                     lanes.insert(peer.addr, (name.to_string(), l.clone()));
@@ -63,12 +93,28 @@ impl TellLanes {
             }
         };
         let mut queue = lock(&lane.queue);
-        if queue.len() >= LANE_LIMIT {
+        if queue.tells >= LANE_LIMIT {
             return false;
         }
-        queue.push(req);
-        if queue.len() == 1 {
-            drop(queue);
+        if !queue.batches.back().is_some_and(Batch::is_open) {
+            queue.batches.push_back(Batch::default());
+        }
+        let Some(batch) = queue.batches.back_mut() else {
+            return false;
+        };
+        let encoded = std::mem::take(&mut batch.encoded);
+        match postcard::to_extend(tell, encoded) {
+            Ok(encoded) => batch.encoded = encoded,
+            Err(e) => {
+                debug!(error = %e, "tell not encodable: dropped");
+                return false;
+            }
+        }
+        batch.tells += 1;
+        queue.tells += 1;
+        let first = queue.tells == 1;
+        drop(queue);
+        if first {
             lane.wake.notify_one();
         }
         true
@@ -79,30 +125,77 @@ impl TellLanes {
 /// be sent (no connection, the peer gone) is dropped.
 async fn drain(lane: Arc<Lane>, transport: Transport, peer: Peer) {
     loop {
-        let tells = {
+        let batch = {
             let mut queue = lock(&lane.queue);
-            let mut bytes = 0;
-            let take = queue
-                .iter()
-                .take(BATCH_TELLS)
-                .take_while(|t| {
-                    bytes += t.command.len() + t.target.id.len();
-                    bytes <= BATCH_BYTES
-                })
-                .count()
-                .max(queue.len().min(1));
-            queue.drain(..take).collect::<Vec<_>>()
+            let batch = queue.batches.pop_front();
+            if let Some(b) = &batch {
+                queue.tells -= b.tells;
+            }
+            batch
         };
-        if tells.is_empty() {
+        let Some(batch) = batch else {
             lane.wake.notified().await;
             continue;
-        }
-        let n = tells.len();
+        };
+        let n = batch.tells;
         if let Err(e) = transport
-            .send(peer.clone(), TELL_SERVICE, &TellBatch { tells })
+            .send_bytes(peer.clone(), TELL_SERVICE, batch.into_body().into())
             .await
         {
             debug!(peer = ?peer.name, tells = n, error = %e, "tells dropped: cannot send them");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entity::wire::{EntityKeyRef, EntityRef, TellBatch, TellBatchRef};
+
+    fn tell<'a>(id: &'a str, command: &'a [u8], chain: Vec<EntityRef>) -> TellRef<'a> {
+        TellRef {
+            target: EntityKeyRef {
+                kind: "counter",
+                id,
+            },
+            command,
+            chain,
+            epoch: 7,
+            forwarded: id.len().is_multiple_of(2),
+        }
+    }
+
+    #[test]
+    fn a_batch_is_a_tell_batch_frame_and_reads_back_borrowed() {
+        let mut batch = Batch::default();
+        let ids: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
+        let big = vec![7u8; 300];
+        for (i, id) in ids.iter().enumerate() {
+            let chain = if i == 5 {
+                vec![EntityRef::new("kv", "caller")]
+            } else {
+                Vec::new()
+            };
+            let command: &[u8] = if i == 9 { &big } else { &[1, 2, 3] };
+            batch.encoded = postcard::to_extend(&tell(id, command, chain), batch.encoded).unwrap();
+            batch.tells += 1;
+        }
+        let body = bytes::Bytes::from(batch.into_body());
+        // Owned, as earlier versions read it.
+        let owned: TellBatch = postcard::from_bytes(&body).unwrap();
+        assert_eq!(owned.tells.len(), 300);
+        assert_eq!(owned.tells[9].command.len(), 300);
+        assert_eq!(owned.tells[5].chain, vec![EntityRef::new("kv", "caller")]);
+        assert_eq!(owned.tells[299].target, EntityRef::new("counter", "k299"));
+        assert_eq!(owned.tells[10].epoch, 7);
+        assert_eq!(&owned.tells[1].command[..], &[1, 2, 3]);
+        // Borrowed, as this version reads it, and as earlier versions wrote it.
+        let again = bytes::Bytes::from(postcard::to_allocvec(&owned).unwrap());
+        assert_eq!(again, body);
+        let borrowed: TellBatchRef = postcard::from_bytes(&body).unwrap();
+        assert_eq!(borrowed.tells.len(), 300);
+        assert_eq!(borrowed.tells[42].target.id, "k42");
+        assert_eq!(borrowed.tells[9].command, &big[..]);
+        assert!(borrowed.tells[9].forwarded && !borrowed.tells[10].forwarded);
     }
 }

@@ -109,6 +109,39 @@ pub struct TellBatch {
     pub tells: Vec<EntityRequest>,
 }
 
+/// One tell of a [`TellBatch`] as borrowed from its frame, with the same encoding as
+/// [`EntityRequest`]: a tell lane writes these straight into its batch, and the receiver
+/// reads them without allocating per tell.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct TellRef<'a> {
+    #[serde(borrow)]
+    pub target: EntityKeyRef<'a>,
+    #[serde(serialize_with = "as_bytes")]
+    pub command: &'a [u8],
+    pub chain: Vec<EntityRef>,
+    pub epoch: u64,
+    pub forwarded: bool,
+}
+
+/// [`EntityRef`], borrowed.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct EntityKeyRef<'a> {
+    pub kind: &'a str,
+    pub id: &'a str,
+}
+
+/// [`TellBatch`], borrowed from its frame.
+#[derive(Debug, Deserialize)]
+pub(crate) struct TellBatchRef<'a> {
+    #[serde(borrow)]
+    pub tells: Vec<TellRef<'a>>,
+}
+
+/// Encodes a slice as [`Bytes`] does (length and raw bytes), not element by element.
+fn as_bytes<S: serde::Serializer>(bytes: &&[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_bytes(bytes)
+}
+
 /// The outcome of an entity request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Outcome {
