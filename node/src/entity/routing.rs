@@ -277,7 +277,7 @@ impl Runtime {
     }
 
     /// Takes in a batch of tells from another node, read in place: a tell to a running actor
-    /// of a shard this node serves goes into its mailbox without an allocation or a task;
+    /// of a shard this node serves goes into its mailbox with one small copy and no task;
     /// the others go on to their owner once, or are dropped (tells are at most once).
     pub(crate) fn serve_tells(&self, msg: shoal_transport::Inbound) {
         let batch: TellBatchRef<'_> = match postcard::from_bytes(&msg.body) {
@@ -301,7 +301,9 @@ impl Runtime {
                 forwarded,
             } = tell;
             self.inner.metrics.kind(kind).messages_in.inc();
-            let command = msg.body.slice_ref(command);
+            // Copied, not sliced: a slice would keep the whole frame (up to 1 MiB) alive
+            // for as long as one of its tells waits in a slow actor's mailbox.
+            let command = Bytes::copy_from_slice(command);
             let mut cmd = Command {
                 payload: Payload::Wire(command),
                 chain,
