@@ -181,6 +181,29 @@ async fn ask_and_tell_from_every_node_reach_entities_on_every_node() {
     .await
     .expect("every tell was handled");
 
+    // Tells whose command is bigger than the sender's stack buffer for encoding (256
+    // bytes), from every node.
+    let big = format!("\"{}\"", "x".repeat(1000));
+    let big_ids: Vec<String> = (0..30).map(|i| format!("big{i}")).collect();
+    for (i, id) in big_ids.iter().enumerate() {
+        nodes[i % 3].tell::<Kv>(id, KvCommand::Put(big.clone()));
+    }
+    timeout(DEADLINE, async {
+        loop {
+            let mut all = true;
+            for id in &big_ids {
+                all &= nodes[0].ask::<Kv>(id, KvCommand::Get).await.unwrap()
+                    == KvReply::Value(Some(big.clone()));
+            }
+            if all {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("every big tell was handled");
+
     // kv through different nodes.
     let put = nodes[0]
         .ask::<Kv>("k", KvCommand::Put("{\"a\":1}".into()))

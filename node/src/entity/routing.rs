@@ -7,6 +7,8 @@
 //! it knows. Only a command that certainly did not run is retried: one that may have run
 //! fails with `Unavailable` saying so.
 
+use std::borrow::Cow;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -33,6 +35,17 @@ pub(crate) enum Route {
     Wait(String),
 }
 
+/// [`Route`] of a known shard, the owner's name borrowed where it can be.
+enum RouteRef<'p> {
+    Local,
+    Remote {
+        name: Cow<'p, str>,
+        addr: SocketAddr,
+        epoch: u64,
+    },
+    Wait(String),
+}
+
 fn encoder<K: Entity>(v: &(dyn std::any::Any + Send)) -> Option<Bytes> {
     v.downcast_ref::<K::Command>().map(encode)
 }
@@ -44,21 +57,42 @@ impl Runtime {
 
     /// Where entity `kind`/`id` goes under placement `p`.
     pub(crate) fn route_in(&self, p: &Placement, kind: &str, id: &str) -> Route {
-        let Some(table) = &p.table else {
-            return Route::Wait("this node knows no cluster configuration yet".into());
-        };
         let shard = shard_of(kind, id.as_bytes(), self.inner.shards);
+        match self.route_shard(p, shard) {
+            RouteRef::Local => Route::Local(shard),
+            RouteRef::Remote { name, addr, epoch } => {
+                Route::Remote(shard, Peer::named(name, addr), epoch)
+            }
+            RouteRef::Wait(why) => Route::Wait(why),
+        }
+    }
+
+    /// Where `shard` goes under placement `p`, the owner's name borrowed from `p` (a hot
+    /// path, `tell`, needs no allocation). Locks the shard: `p` must not be a
+    /// [`Runtime::placement_ref`] guard.
+    fn route_shard<'p>(&self, p: &'p Placement, shard: ShardId) -> RouteRef<'p> {
+        let Some(table) = &p.table else {
+            return RouteRef::Wait("this node knows no cluster configuration yet".into());
+        };
         if let Mode::Moved { to, addr, epoch } = self.host(shard.0).mode()
             && *epoch > p.epoch
         {
-            return Route::Remote(shard, Peer::named(to.clone(), *addr), *epoch);
+            return RouteRef::Remote {
+                name: to.clone().into(),
+                addr: *addr,
+                epoch: *epoch,
+            };
         }
         match table.primary(shard) {
-            None => Route::Wait("the configuration has no members".into()),
-            Some(owner) if owner == self.inner.name => Route::Local(shard),
+            None => RouteRef::Wait("the configuration has no members".into()),
+            Some(owner) if owner == self.inner.name => RouteRef::Local,
             Some(owner) => match p.addrs.get(owner) {
-                Some(addr) => Route::Remote(shard, Peer::named(owner, *addr), p.epoch),
-                None => Route::Wait(format!("no address for {owner}")),
+                Some(addr) => RouteRef::Remote {
+                    name: owner.into(),
+                    addr: *addr,
+                    epoch: p.epoch,
+                },
+                None => RouteRef::Wait(format!("no address for {owner}")),
             },
         }
     }
@@ -221,58 +255,83 @@ impl Runtime {
     /// Sends a command to `K`/`id` without waiting: at most once, dropped when the owner is
     /// not known or not serving.
     pub fn tell<K: Entity>(&self, id: &str, cmd: K::Command) {
-        let mut command = Command {
+        let boxed = |cmd: K::Command| Command {
             payload: Payload::Local(Box::new(cmd), encoder::<K>),
             chain: Vec::new(),
             reply: ReplyTo::Nobody,
         };
-        // The common case first: this node's table makes it the shard's primary and the
-        // entity's actor is running. No allocation, one placement read, one shard lock.
         let shard = shard_of(K::KIND, id.as_bytes(), self.inner.shards);
-        let mine = {
+        // The common case first: this node's table makes it the shard's primary and the
+        // entity's actor is running. No allocation but the command's box, one shard lock.
+        let (mut typed, mut command) = (Some(cmd), None);
+        let here = {
             let p = self.placement_ref();
-            p.table.as_ref().and_then(|t| t.primary(shard)) == Some(self.inner.name.as_str())
+            p.table.as_ref().and_then(|t| t.primary(shard)) == Some(&*self.inner.name)
                 && self.cannot_serve_in(&p).is_none()
         };
-        if mine {
-            match self.tell_active(shard, K::KIND, id, command) {
-                None => return,
-                Some(back) => command = back,
+        if here && let Some(cmd) = typed.take() {
+            command = self.tell_active(shard, K::KIND, id, boxed(cmd));
+            if command.is_none() {
+                return;
             }
         }
-        match self.route_in(&self.placement(), K::KIND, id) {
-            Route::Local(shard) => match self.cannot_serve() {
-                None => self.tell_slow(shard, EntityRef::new(K::KIND, id), command),
+        let p = self.placement();
+        match self.route_shard(&p, shard) {
+            RouteRef::Local => match self.cannot_serve_in(&p) {
+                None => {
+                    let Some(command) = command.or_else(|| typed.map(boxed)) else {
+                        return;
+                    };
+                    self.tell_slow(shard, EntityRef::new(K::KIND, id), command)
+                }
                 Some(why) => debug!(kind = K::KIND, id, reason = %why, "tell dropped"),
             },
-            Route::Remote(_, peer, epoch) => {
-                let Some(bytes) = command.payload.encoded() else {
-                    return;
+            RouteRef::Remote { name, addr, epoch } => {
+                // Encoded on the stack when it fits: a tell to another node allocates
+                // nothing of its own (the lane copies it into the batch being filled).
+                let mut small = [0u8; 256];
+                let owned;
+                let bytes: &[u8] = match (&command, &typed) {
+                    (None, Some(cmd)) => match postcard::to_slice(cmd, &mut small) {
+                        Ok(b) => b,
+                        Err(_) => {
+                            owned = encode(cmd);
+                            &owned
+                        }
+                    },
+                    (Some(c), _) => match c.payload.encoded() {
+                        Some(b) => {
+                            owned = b;
+                            &owned
+                        }
+                        None => return,
+                    },
+                    (None, None) => return,
                 };
                 let tell = TellRef {
                     target: EntityKeyRef { kind: K::KIND, id },
-                    command: &bytes,
+                    command: bytes,
                     chain: Vec::new(),
                     epoch,
                     forwarded: false,
                 };
-                self.tell_remote(&peer, &tell);
+                self.tell_remote(&name, addr, &tell);
             }
-            Route::Wait(why) => debug!(kind = K::KIND, id, reason = %why, "tell dropped"),
+            RouteRef::Wait(why) => debug!(kind = K::KIND, id, reason = %why, "tell dropped"),
         }
     }
 
-    /// Queues a tell for another node (see `tell_lane`).
-    fn tell_remote(&self, peer: &Peer, tell: &TellRef<'_>) {
+    /// Queues a tell for node `name` at `addr` (see `tell_lane`).
+    fn tell_remote(&self, name: &str, addr: SocketAddr, tell: &TellRef<'_>) {
         let metrics = self.inner.metrics.kind(tell.target.kind);
         let inner = &self.inner;
-        if inner.tells.push(&inner.transport, peer, tell, |f| {
+        if inner.tells.push(&inner.transport, name, addr, tell, |f| {
             inner.spawn(f);
         }) {
             metrics.messages_out.inc();
         } else {
             metrics.tells_dropped.inc();
-            debug!(peer = ?peer.name, "tell lane full: tell dropped");
+            debug!(peer = name, "tell lane full: tell dropped");
         }
     }
 
@@ -292,6 +351,8 @@ impl Runtime {
         let serving = self.cannot_serve_in(&placement).is_none();
         let table = placement.table.as_ref().filter(|_| serving);
         let me = self.inner.name.as_str();
+        // A batch's tells are mostly of one kind: its counters are looked up once per run.
+        let mut counted: Option<(&str, &crate::metrics::KindMetrics)> = None;
         for tell in batch.tells {
             let TellRef {
                 target: EntityKeyRef { kind, id },
@@ -300,7 +361,12 @@ impl Runtime {
                 epoch,
                 forwarded,
             } = tell;
-            self.inner.metrics.kind(kind).messages_in.inc();
+            let metrics = match counted {
+                Some((k, m)) if k == kind => m,
+                _ => self.inner.metrics.kind(kind),
+            };
+            counted = Some((kind, metrics));
+            metrics.messages_in.inc();
             // Copied, not sliced: a slice would keep the whole frame (up to 1 MiB) alive
             // for as long as one of its tells waits in a slow actor's mailbox.
             let command = Bytes::copy_from_slice(command);
@@ -357,7 +423,7 @@ impl Runtime {
                     epoch: self.epoch(),
                     forwarded: true,
                 };
-                self.tell_remote(&peer, &tell);
+                self.tell_remote(peer.name.as_deref().unwrap_or_default(), peer.addr, &tell);
             }
             Route::Remote(..) | Route::Wait(_) => {
                 debug!(target = %req.target, "tell dropped: not served here")

@@ -66,19 +66,19 @@ pub(crate) struct TellLanes {
 }
 
 impl TellLanes {
-    /// Queues `tell` for `peer`; `false` if its lane is full (the tell is dropped). `spawn`
+    /// Queues `tell` for node `name` at `addr`; `false` if its lane is full (the tell is dropped). `spawn`
     /// starts the lane's task the first time.
     pub(crate) fn push(
         &self,
         transport: &Transport,
-        peer: &Peer,
+        name: &str,
+        addr: SocketAddr,
         tell: &TellRef<'_>,
         spawn: impl FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>),
     ) -> bool {
-        let name = peer.name.as_deref().unwrap_or_default();
         let lane = {
             let mut lanes = lock(&self.lanes);
-            match lanes.get(&peer.addr) {
+            match lanes.get(&addr) {
                 Some((n, l)) if n == name => l.clone(),
                 // New, or another node at that address now: a lane of its own.
                 _ => {
@@ -86,8 +86,9 @@ impl TellLanes {
                         queue: Mutex::new(Queue::default()),
                         wake: Notify::new(),
                     });
-                    lanes.insert(peer.addr, (name.to_string(), l.clone()));
-                    spawn(Box::pin(drain(l.clone(), transport.clone(), peer.clone())));
+                    lanes.insert(addr, (name.to_string(), l.clone()));
+                    let peer = Peer::named(name, addr);
+                    spawn(Box::pin(drain(l.clone(), transport.clone(), peer)));
                     l
                 }
             }
