@@ -35,6 +35,12 @@ pub(crate) enum Route {
     Wait(String),
 }
 
+/// A tell's command: as the caller gave it, or boxed once the fast path tried it.
+enum Told<C> {
+    Typed(C),
+    Boxed(Command),
+}
+
 /// [`Route`] of a known shard, the owner's name borrowed where it can be.
 enum RouteRef<'p> {
     Local,
@@ -263,24 +269,26 @@ impl Runtime {
         let shard = shard_of(K::KIND, id.as_bytes(), self.inner.shards);
         // The common case first: this node's table makes it the shard's primary and the
         // entity's actor is running. No allocation but the command's box, one shard lock.
-        let (mut typed, mut command) = (Some(cmd), None);
         let here = {
             let p = self.placement_ref();
             p.table.as_ref().and_then(|t| t.primary(shard)) == Some(&*self.inner.name)
                 && self.cannot_serve_in(&p).is_none()
         };
-        if here && let Some(cmd) = typed.take() {
-            command = self.tell_active(shard, K::KIND, id, boxed(cmd));
-            if command.is_none() {
-                return;
+        let cmd = if here {
+            match self.tell_active(shard, K::KIND, id, boxed(cmd)) {
+                None => return,
+                Some(back) => Told::Boxed(back),
             }
-        }
+        } else {
+            Told::Typed(cmd)
+        };
         let p = self.placement();
         match self.route_shard(&p, shard) {
             RouteRef::Local => match self.cannot_serve_in(&p) {
                 None => {
-                    let Some(command) = command.or_else(|| typed.map(boxed)) else {
-                        return;
+                    let command = match cmd {
+                        Told::Typed(cmd) => boxed(cmd),
+                        Told::Boxed(command) => command,
                     };
                     self.tell_slow(shard, EntityRef::new(K::KIND, id), command)
                 }
@@ -291,22 +299,21 @@ impl Runtime {
                 // nothing of its own (the lane copies it into the batch being filled).
                 let mut small = [0u8; 256];
                 let owned;
-                let bytes: &[u8] = match (&command, &typed) {
-                    (None, Some(cmd)) => match postcard::to_slice(cmd, &mut small) {
+                let bytes: &[u8] = match &cmd {
+                    Told::Typed(cmd) => match postcard::to_slice(cmd, &mut small) {
                         Ok(b) => b,
                         Err(_) => {
                             owned = encode(cmd);
                             &owned
                         }
                     },
-                    (Some(c), _) => match c.payload.encoded() {
+                    Told::Boxed(command) => match command.payload.encoded() {
                         Some(b) => {
                             owned = b;
                             &owned
                         }
                         None => return,
                     },
-                    (None, None) => return,
                 };
                 let tell = TellRef {
                     target: EntityKeyRef { kind: K::KIND, id },
@@ -351,8 +358,6 @@ impl Runtime {
         let serving = self.cannot_serve_in(&placement).is_none();
         let table = placement.table.as_ref().filter(|_| serving);
         let me = self.inner.name.as_str();
-        // A batch's tells are mostly of one kind: its counters are looked up once per run.
-        let mut counted: Option<(&str, &crate::metrics::KindMetrics)> = None;
         for tell in batch.tells {
             let TellRef {
                 target: EntityKeyRef { kind, id },
@@ -361,12 +366,7 @@ impl Runtime {
                 epoch,
                 forwarded,
             } = tell;
-            let metrics = match counted {
-                Some((k, m)) if k == kind => m,
-                _ => self.inner.metrics.kind(kind),
-            };
-            counted = Some((kind, metrics));
-            metrics.messages_in.inc();
+            self.inner.metrics.kind(kind).messages_in.inc();
             // Copied, not sliced: a slice would keep the whole frame (up to 1 MiB) alive
             // for as long as one of its tells waits in a slow actor's mailbox.
             let command = Bytes::copy_from_slice(command);

@@ -66,8 +66,8 @@ pub(crate) struct TellLanes {
 }
 
 impl TellLanes {
-    /// Queues `tell` for node `name` at `addr`; `false` if its lane is full (the tell is dropped). `spawn`
-    /// starts the lane's task the first time.
+    /// Queues `tell` for node `name` at `addr`; `false` if its lane is full (the tell is
+    /// dropped). `spawn` starts the lane's task the first time.
     pub(crate) fn push(
         &self,
         transport: &Transport,
