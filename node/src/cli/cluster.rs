@@ -20,6 +20,7 @@ use shoal_transport::CertDir;
 use tokio::time::Instant;
 
 use super::{ClusterDownArgs, ClusterStatusArgs, ClusterUpArgs};
+use crate::api::ClusterInfo;
 use crate::local_cluster::NodeFlags;
 
 const STATE: &str = "cluster.json";
@@ -207,7 +208,10 @@ pub async fn up(args: ClusterUpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits until every node answers 200 on `/health`, with a progress bar.
+/// Waits until the cluster has formed, with a progress bar: a node counts once it sees every
+/// node of the cluster live and `up` (its `/cluster` view), which implies its own `/health`
+/// says 200. Waiting only for each node's `/health` would return while the others still list it
+/// as `joining`, so a `status` run at once would contradict `up`.
 async fn wait_up(state: &State, within: Duration) -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
@@ -228,13 +232,19 @@ async fn wait_up(state: &State, within: Duration) -> anyhow::Result<()> {
                     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
                 );
             }
-            let url = format!("http://{}/health", n.http);
-            if client
-                .get(&url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
+            let url = format!("http://{}/cluster", n.http);
+            let sees_all = match client.get(&url).send().await {
+                Ok(r) if r.status().is_success() => {
+                    r.json::<ClusterInfo>().await.is_ok_and(|info| {
+                        state
+                            .nodes
+                            .iter()
+                            .all(|m| info.up().contains(&m.name.as_str()))
+                    })
+                }
+                _ => false,
+            };
+            if sees_all {
                 up += 1;
             }
         }

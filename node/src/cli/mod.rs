@@ -184,7 +184,7 @@ pub struct ClusterUpArgs {
     /// Gossip interval of every node.
     #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
     pub gossip_interval: Duration,
-    /// Seconds to wait for every node to be up.
+    /// Seconds to wait until every node sees every node live and up.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
 }
