@@ -20,8 +20,7 @@ use shoal_transport::CertDir;
 use tokio::time::Instant;
 
 use super::{ClusterDownArgs, ClusterStatusArgs, ClusterUpArgs};
-use crate::api::ClusterInfo;
-use crate::local_cluster::NodeFlags;
+use crate::local_cluster::{NodeFlags, fetch_cluster};
 
 const STATE: &str = "cluster.json";
 /// HTTP ports are the QUIC ports plus this.
@@ -232,18 +231,10 @@ async fn wait_up(state: &State, within: Duration) -> anyhow::Result<()> {
                     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
                 );
             }
-            let url = format!("http://{}/cluster", n.http);
-            let sees_all = match client.get(&url).send().await {
-                Ok(r) if r.status().is_success() => {
-                    r.json::<ClusterInfo>().await.is_ok_and(|info| {
-                        state
-                            .nodes
-                            .iter()
-                            .all(|m| info.up().contains(&m.name.as_str()))
-                    })
-                }
-                _ => false,
-            };
+            let sees_all = fetch_cluster(&client, n.http).await.is_ok_and(|info| {
+                let up = info.up();
+                state.nodes.iter().all(|m| up.contains(&m.name.as_str()))
+            });
             if sees_all {
                 up += 1;
             }
