@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::actor::{Command, LocalReply, Payload, ReplyTo, encode};
+use super::actor::{Command, LocalReply, Payload, ReplyTo, encode, local};
 use super::error::AskError;
 use super::kind::Entity;
 use super::runtime::{Placement, Runtime};
@@ -167,7 +167,7 @@ impl Runtime {
         let deadline = Instant::now() + timeout;
         // Kept to send the command again (or elsewhere) once the typed value is gone.
         let wire = encode(&cmd);
-        let mut payload = Payload::Local(Box::new(cmd), encoder::<K>);
+        let mut payload = Payload::Local(local(cmd), encoder::<K>);
         let mut last: String;
         loop {
             match self.route(&target) {
@@ -262,7 +262,7 @@ impl Runtime {
     /// not known or not serving.
     pub fn tell<K: Entity>(&self, id: &str, cmd: K::Command) {
         let boxed = |cmd: K::Command| Command {
-            payload: Payload::Local(Box::new(cmd), encoder::<K>),
+            payload: Payload::Local(local(cmd), encoder::<K>),
             chain: Vec::new(),
             reply: ReplyTo::Nobody,
         };

@@ -247,9 +247,10 @@ impl Runtime {
         let mut hosts = Vec::with_capacity(shards as usize);
         let modes = Arc::new(ModeIndex::new(shards));
         let mut loaded_shards = loaded.shards;
+        let seed = rng.next_u64();
         for s in 0..shards {
             let replica = ReplicaShard::from_loaded(loaded_shards.remove(&s).unwrap_or_default());
-            let mut host = ShardHost::new(s, replica, modes.clone());
+            let mut host = ShardHost::new(s, replica, modes.clone(), seed);
             if let Some(e) = loaded.failed.get(&s) {
                 host.replica.failed = Some(e.to_string());
                 host.set_mode(Mode::Failed {
