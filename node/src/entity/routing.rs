@@ -268,7 +268,8 @@ impl Runtime {
         };
         let shard = shard_of(K::KIND, id.as_bytes(), self.inner.shards);
         // The common case first: this node's table makes it the shard's primary and the
-        // entity's actor is running. No allocation but the command's box, one shard lock.
+        // entity's actor is running. One shard lock, and no allocation for a command of up
+        // to 16 bytes.
         let here = {
             let p = self.placement_ref();
             p.table.as_ref().and_then(|t| t.primary(shard)) == Some(&*self.inner.name)
