@@ -47,7 +47,8 @@ pub(crate) type Encoder = fn(&(dyn Any + Send)) -> Option<Bytes>;
 
 /// A typed command from this process. Commands of up to 16 bytes (a counter's `Add(i64)`)
 /// sit inline: a tell then allocates nothing, where a `Box` cost a `malloc` on the sender's
-/// thread and a `free` on the actor's, the largest cost of a local tell once its channel.
+/// thread and a `free` on the actor's: 13 % of a one-entity tell flood, more than anything
+/// but the channel itself.
 pub(crate) type LocalCommand = SmallBox<dyn Any + Send, S2>;
 
 /// Boxes a typed command (inline when small).

@@ -139,10 +139,11 @@ pub(crate) struct ShardHost {
 }
 
 /// A shard's running actors. Every local tell looks one up: foldhash costs a fraction of
-/// std's SipHash on these short keys (SipHash and its key compare were 7 % of a one-entity
-/// tell flood). Its seed comes from the node's RNG, so ids chosen by clients cannot be
-/// aimed at one bucket unless they know it, and the simulator's iteration order (idle
-/// actors are stopped in it) replays from the run's seed.
+/// std's SipHash on these short keys (SipHash and its key compare were ~6 % of a one-entity
+/// tell flood). Its seed comes from the node's RNG: per node in production, so colliding
+/// ids cannot be computed once for every node (foldhash is not a keyed PRF like SipHash,
+/// so this resists flooding one bucket less than std did), and from the run's seed in the
+/// simulator, whose iteration order (idle actors are stopped in it) then replays.
 pub(crate) type ActiveMap = HashMap<EntityRef, Active, foldhash::fast::FixedState>;
 
 impl ShardHost {
